@@ -82,7 +82,7 @@ impl IpPrefix {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -1096,7 +1096,7 @@ mod tests {
             p("2001:db8:ffff::1/33").unwrap().masked().to_string(),
             "2001:db8:8000::/33"
         );
-        assert_eq!(p("::1").unwrap().len(), 128);
+        assert_eq!(p("::1").unwrap().prefix_len(), 128);
         assert!(matches!(
             p("10.0.0.0/33"),
             Err(PrefixError::Length { max: 32, .. })

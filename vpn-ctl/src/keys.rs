@@ -325,7 +325,7 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> [u8; KEY_LEN] {
-        **decode_hex(s).unwrap()
+        *decode_hex(s).unwrap()
     }
 
     // RFC 7748 section 6.1.
@@ -401,7 +401,10 @@ mod tests {
         assert_eq!(PublicKey::from_base64(&nopad), Err(KeyError::Base64Padding));
         // Two padding characters would be a 31-byte key.
         let twopad = format!("{}==", &good[..42]);
-        assert_eq!(PublicKey::from_base64(&twopad), Err(KeyError::Base64Padding));
+        assert_eq!(
+            PublicKey::from_base64(&twopad),
+            Err(KeyError::Base64Padding)
+        );
         // Bad alphabet (URL-safe characters).
         let url = format!("-{}", &good[1..]);
         assert_eq!(PublicKey::from_base64(&url), Err(KeyError::Base64Invalid));
