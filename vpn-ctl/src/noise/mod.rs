@@ -9,3 +9,7 @@
 
 pub mod crypto;
 pub mod messages;
+pub mod handshake;
+pub mod replay;
+pub mod session;
+pub mod timers;
