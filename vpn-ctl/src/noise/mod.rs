@@ -13,3 +13,5 @@ pub mod handshake;
 pub mod replay;
 pub mod session;
 pub mod timers;
+pub mod cookie;
+pub mod ratelimit;
