@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use rtnetlink::{
     packet_route::{
         address::{AddressAttribute, AddressMessage},
-        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType},
+        route::{RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType},
         rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage},
         AddressFamily,
     },
@@ -793,10 +793,9 @@ pub(crate) mod testns {
                     .enable_all()
                     .build()
                     .expect("tokio runtime");
-                rt.block_on(tokio::time::timeout(
-                    std::time::Duration::from_secs(30),
-                    f(),
-                ))
+                rt.block_on(async {
+                    tokio::time::timeout(std::time::Duration::from_secs(30), f()).await
+                })
                 .expect("test timed out after 30 s")
             })
         }
@@ -826,7 +825,7 @@ mod tests {
     #[test]
     fn links_addresses_mtu() {
         let ns = TestNs::new();
-        ns.ip(&["link", "add", "d0", "type", "dummy"]);
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d0p"]);
         let (idx, err) = ns.block_on(|| async {
             let nl = Netlink::new().unwrap();
             let idx = nl.link_index("d0").await.unwrap();
@@ -908,7 +907,7 @@ mod tests {
             assert!(gone.is_not_found(), "{gone}");
         });
         assert!(ns
-            .ip_json(&["link", "show", "type", "dummy"])
+            .ip_json(&["link", "show", "type", "veth"])
             .as_array()
             .unwrap()
             .is_empty());
@@ -918,7 +917,7 @@ mod tests {
     fn routes_in_a_table() {
         const T: u32 = 51820;
         let ns = TestNs::new();
-        ns.ip(&["link", "add", "d0", "type", "dummy"]);
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d0p"]);
         ns.ip(&["link", "set", "d0", "up"]);
         ns.block_on(|| async {
             let nl = Netlink::new().unwrap();
@@ -1071,8 +1070,8 @@ mod tests {
     fn move_link_between_namespaces() {
         let a = TestNs::new();
         let b = TestNs::new();
-        a.ip(&["link", "add", "d1", "type", "dummy"]);
-        a.ip(&["link", "add", "d2", "type", "dummy"]);
+        a.ip(&["link", "add", "d1", "type", "veth", "peer", "name", "d1p"]);
+        a.ip(&["link", "add", "d2", "type", "veth", "peer", "name", "d2p"]);
         let b_file = std::fs::File::open(format!("/run/netns/{}", b.name())).unwrap();
         // A process living in namespace b, for the by-pid variant.
         let mut sleeper = std::process::Command::new("ip")
@@ -1107,7 +1106,7 @@ mod tests {
         if let Err(p) = res {
             std::panic::resume_unwind(p);
         }
-        let links = b.ip_json(&["link", "show", "type", "dummy"]);
+        let links = b.ip_json(&["link", "show", "type", "veth"]);
         assert!(find(&links, "ifname", "d1").is_some(), "{links}");
         assert!(find(&links, "ifname", "d2").is_some(), "{links}");
     }

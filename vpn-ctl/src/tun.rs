@@ -153,10 +153,6 @@ fn validate_name(name: &str) -> Result<(), TunError> {
 fn ioctl_ptr<T>(fd: RawFd, req: u64, arg: *mut T) -> io::Result<()> {
     // SAFETY: the caller passes an ioctl request whose argument is a pointer to
     // a properly sized, live T.
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "ioctl type is c_ulong or c_int"
-    )]
     let rc = unsafe { libc::ioctl(fd, req as _, arg) };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -167,10 +163,6 @@ fn ioctl_ptr<T>(fd: RawFd, req: u64, arg: *mut T) -> io::Result<()> {
 
 fn ioctl_val(fd: RawFd, req: u64, arg: libc::c_ulong) -> io::Result<()> {
     // SAFETY: request takes an integer argument by value.
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "ioctl type is c_ulong or c_int"
-    )]
     let rc = unsafe { libc::ioctl(fd, req as _, arg) };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -421,9 +413,12 @@ impl Tun {
     /// # Errors
     /// If the fd cannot be registered with the reactor.
     pub fn into_async(self) -> io::Result<AsyncTun> {
-        Ok(AsyncTun {
-            fd: AsyncFd::with_interest(self, Interest::READABLE | Interest::WRITABLE)?,
-        })
+        // SAFETY: the Tun owns its fd and never closes or replaces it while
+        // the AsyncFd holds it.
+        let fd = unsafe {
+            AsyncFd::register_with_interest(self, Interest::READABLE | Interest::WRITABLE)
+        }?;
+        Ok(AsyncTun { fd })
     }
 }
 
