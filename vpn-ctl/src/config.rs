@@ -196,6 +196,26 @@ pub enum Endpoint {
     Host { host: String, port: u16 },
 }
 
+impl Endpoint {
+    /// The address to send to. A host name is looked up now (blocking, with
+    /// the system resolver) and the first address wins, as with `wg`.
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Addr(a) => Ok(*a),
+            Self::Host { host, port } => {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?
+                    .next()
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("{host} has no address"),
+                        )
+                    })
+            }
+        }
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1084,6 +1104,14 @@ mod tests {
         for ok in ["192.0.2.1:51820", "[2001:db8::1]:443", "a-b.c:9"] {
             assert_eq!(e(ok).unwrap().to_string(), ok);
         }
+        // Resolution: addresses as they are, names through the resolver
+        // ("localhost" is in /etc/hosts, no network needed).
+        assert_eq!(
+            e("192.0.2.1:7").unwrap().resolve().unwrap(),
+            "192.0.2.1:7".parse().unwrap()
+        );
+        let local = e("localhost:51820").unwrap().resolve().unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 51820);
     }
 
     #[test]

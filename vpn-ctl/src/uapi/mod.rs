@@ -14,7 +14,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use crate::{
-    config::IpPrefix,
+    config::{Config, Endpoint, IpPrefix},
     keys::{PresharedKey, PrivateKey, PublicKey},
 };
 
@@ -80,6 +80,46 @@ pub struct PeerUpdate {
     pub replace_allowed_ips: bool,
     /// Prefixes to add, as sent (host bits not masked).
     pub allowed_ips: Vec<IpPrefix>,
+}
+
+impl SetRequest {
+    /// The request that makes a device match a wg-quick config, as
+    /// `wg setconf` does: every peer is replaced, and each peer's allowed
+    /// IPs are exactly the config's. A missing `ListenPort` keeps the current
+    /// port; a missing or `off` `FwMark` clears the mark. Host-name
+    /// endpoints go through `resolve` (e.g. [`Endpoint::resolve`]).
+    ///
+    /// `wg-quick`-only settings (Address, DNS, MTU, Table) are not part of
+    /// the UAPI; the caller applies them with netlink.
+    ///
+    /// [`Endpoint::resolve`]: crate::config::Endpoint::resolve
+    pub fn from_config<E>(
+        config: &Config,
+        mut resolve: impl FnMut(&Endpoint) -> Result<SocketAddr, E>,
+    ) -> Result<Self, E> {
+        let i = &config.interface;
+        let mut peers = Vec::with_capacity(config.peers.len());
+        for p in &config.peers {
+            let mut u = PeerUpdate::new(p.public_key);
+            u.preshared_key.clone_from(&p.preshared_key);
+            u.endpoint = match &p.endpoint {
+                Some(Endpoint::Addr(a)) => Some(*a),
+                Some(host) => Some(resolve(host)?),
+                None => None,
+            };
+            u.persistent_keepalive_interval = p.persistent_keepalive;
+            u.replace_allowed_ips = true;
+            u.allowed_ips.clone_from(&p.allowed_ips);
+            peers.push(u);
+        }
+        Ok(Self {
+            private_key: Some(Some(i.private_key.clone())),
+            listen_port: i.listen_port,
+            fwmark: Some(i.fwmark.unwrap_or(0)),
+            replace_peers: true,
+            peers,
+        })
+    }
 }
 
 impl PeerUpdate {
@@ -183,5 +223,57 @@ impl UapiError {
             Self::Other(_) => -55,
             Self::Remote { errno } => *errno,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::OsRng;
+
+    use super::*;
+
+    #[test]
+    fn set_request_from_config() {
+        let sk = PrivateKey::generate(&mut OsRng);
+        let (a, b) = (
+            PrivateKey::generate(&mut OsRng).public_key(),
+            PrivateKey::generate(&mut OsRng).public_key(),
+        );
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.0.0.2/32\nDNS = 10.0.0.1\n\
+             [Peer]\nPublicKey = {a}\nEndpoint = vpn.example.net:51820\nAllowedIPs = 0.0.0.0/0, ::/0\n\
+             PersistentKeepalive = 25\n\
+             [Peer]\nPublicKey = {b}\nEndpoint = [2001:db8::2]:1\n",
+            &*sk.to_base64()
+        );
+        let config = Config::parse(&text, "t.conf").unwrap();
+        let mut asked = Vec::new();
+        let r = SetRequest::from_config(&config, |e| {
+            asked.push(e.to_string());
+            Ok::<_, std::io::Error>("192.0.2.50:51820".parse().unwrap())
+        })
+        .unwrap();
+        assert_eq!(asked, ["vpn.example.net:51820"]);
+        assert_eq!(r.private_key, Some(Some(sk)));
+        assert_eq!(r.listen_port, None);
+        assert_eq!(r.fwmark, Some(0));
+        assert!(r.replace_peers);
+        assert_eq!(
+            r.peers[0].endpoint,
+            Some("192.0.2.50:51820".parse().unwrap())
+        );
+        assert_eq!(r.peers[0].persistent_keepalive_interval, Some(25));
+        assert!(r.peers[0].replace_allowed_ips);
+        assert_eq!(r.peers[0].allowed_ips.len(), 2);
+        assert_eq!(
+            r.peers[1].endpoint,
+            Some("[2001:db8::2]:1".parse().unwrap())
+        );
+        assert!(r.peers[1].allowed_ips.is_empty() && r.peers[1].replace_allowed_ips);
+        // It survives the wire.
+        assert_eq!(parse_request(&serialize_set(&r)).unwrap(), Request::Set(r));
+        // A resolver failure is passed through.
+        let e = SetRequest::from_config(&config, |_| Err("no DNS")).unwrap_err();
+        assert_eq!(e, "no DNS");
     }
 }
