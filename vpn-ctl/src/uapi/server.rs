@@ -33,7 +33,9 @@ pub const SOCKET_DIR: &str = "/var/run/wireguard";
 /// what a client can make the daemon buffer for one line.
 const MAX_LINE: usize = 4096;
 
-/// `/var/run/wireguard/<iface>.sock`.
+/// `/var/run/wireguard/<iface>.sock`. `iface` must already be a valid
+/// interface name (see [`crate::config::validate_interface_name`]), so it
+/// cannot climb out of the directory.
 pub fn socket_path(iface: &str) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("{iface}.sock"))
 }
