@@ -38,7 +38,12 @@ fn common_len(a: u128, b: u128, max: u8) -> u8 {
 
 impl<V> Node<V> {
     fn leaf(key: u128, len: u8, value: V) -> Box<Self> {
-        Box::new(Self { key, len, value: Some(value), children: [None, None] })
+        Box::new(Self {
+            key,
+            len,
+            value: Some(value),
+            children: [None, None],
+        })
     }
 }
 
@@ -66,7 +71,12 @@ fn insert<V>(slot: &mut Option<Box<Node<V>>>, key: u128, len: u8, value: V) -> O
         *slot = Some(new);
     } else {
         // They diverge: split at the common prefix.
-        let mut mid = Box::new(Node { key: mask(key, common), len: common, value: None, children: [None, None] });
+        let mut mid = Box::new(Node {
+            key: mask(key, common),
+            len: common,
+            value: None,
+            children: [None, None],
+        });
         let b = bit(old.key, common);
         mid.children[b] = Some(old);
         mid.children[bit(key, common)] = Some(Node::leaf(key, len, value));
@@ -226,7 +236,10 @@ impl<V> AllowedIps<V> {
         let to4 = |k: u128| IpAddr::V4(Ipv4Addr::from(u32::try_from(k >> 96).unwrap_or(0)));
         v4.into_iter()
             .map(|(k, l, v)| (to4(k), l, v))
-            .chain(v6.into_iter().map(|(k, l, v)| (IpAddr::V6(Ipv6Addr::from(k)), l, v)))
+            .chain(
+                v6.into_iter()
+                    .map(|(k, l, v)| (IpAddr::V6(Ipv6Addr::from(k)), l, v)),
+            )
             .collect()
     }
 
@@ -250,10 +263,27 @@ impl<V: PartialEq> AllowedIps<V> {
         self.retain(|v| v != value);
     }
 
+    /// Whether exactly `ip/cidr` is present and maps to `value`.
+    #[must_use]
+    pub fn lookup_exact_is(&self, ip: IpAddr, cidr: u8, value: &V) -> bool {
+        let (key, max) = split(ip);
+        if cidr > max {
+            return false;
+        }
+        let key = mask(key, cidr);
+        self.iter()
+            .into_iter()
+            .any(|(i, c, v)| c == cidr && split(i).0 == key && v == value)
+    }
+
     /// Entries mapping to `value`.
     #[must_use]
     pub fn entries_for(&self, value: &V) -> Vec<(IpAddr, u8)> {
-        self.iter().into_iter().filter(|(_, _, v)| *v == value).map(|(ip, c, _)| (ip, c)).collect()
+        self.iter()
+            .into_iter()
+            .filter(|(_, _, v)| *v == value)
+            .map(|(ip, c, _)| (ip, c))
+            .collect()
     }
 }
 
@@ -267,7 +297,8 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
     }
     fn ip6(a: u32, b: u32, c: u32, d: u32) -> IpAddr {
-        let v = (u128::from(a) << 96) | (u128::from(b) << 64) | (u128::from(c) << 32) | u128::from(d);
+        let v =
+            (u128::from(a) << 96) | (u128::from(b) << 64) | (u128::from(c) << 32) | u128::from(d);
         IpAddr::V6(Ipv6Addr::from(v))
     }
 
@@ -290,9 +321,21 @@ mod tests {
         ins(ip6(0, 0, 0, 0), 0, e);
         ins(ip6(0, 0, 0, 0), 0, f);
         ins(ip6(0x2404_6800, 0, 0, 0), 32, g);
-        ins(ip6(0x2404_6800, 0x4004_0800, 0xdead_beef, 0xdead_beef), 64, h);
-        ins(ip6(0x2404_6800, 0x4004_0800, 0xdead_beef, 0xdead_beef), 128, a);
-        ins(ip6(0x2444_6800, 0x40e4_0800, 0xdeae_beef, 0x0def_beef), 128, c);
+        ins(
+            ip6(0x2404_6800, 0x4004_0800, 0xdead_beef, 0xdead_beef),
+            64,
+            h,
+        );
+        ins(
+            ip6(0x2404_6800, 0x4004_0800, 0xdead_beef, 0xdead_beef),
+            128,
+            a,
+        );
+        ins(
+            ip6(0x2444_6800, 0x40e4_0800, 0xdeae_beef, 0x0def_beef),
+            128,
+            c,
+        );
         ins(ip6(0x2444_6800, 0xf0e4_0800, 0xeeae_beef, 0), 98, b);
         ins(ip4(64, 15, 112, 0), 20, g);
         ins(ip4(64, 15, 123, 211), 25, h);
@@ -334,7 +377,12 @@ mod tests {
             (ip4(10, 1, 0, 20), d),
         ];
         for (i, (ip, want)) in cases.iter().enumerate() {
-            assert_eq!(t.lookup(*ip), Some(want), "allowedips self-test {}: {ip}", i + 1);
+            assert_eq!(
+                t.lookup(*ip),
+                Some(want),
+                "allowedips self-test {}: {ip}",
+                i + 1
+            );
         }
 
         for first in [1, 64, 128, 192, 255] {
@@ -361,10 +409,21 @@ mod tests {
 
         let mut t = AllowedIps::new();
         t.insert(ip4(192, 95, 5, 93), 27, a).unwrap();
-        t.insert(ip6(0x2607_5300, 0x6000_6b00, 0, 0xc05f_0543), 128, a).unwrap();
+        t.insert(ip6(0x2607_5300, 0x6000_6b00, 0, 0xc05f_0543), 128, a)
+            .unwrap();
         t.insert(ip4(10, 1, 0, 20), 29, a).unwrap();
-        t.insert(ip6(0x2607_5300, 0x6d8a_6bf8, 0xdab1_f1df, 0xc05f_1523), 83, a).unwrap();
-        t.insert(ip6(0x2607_5300, 0x6d8a_6bf8, 0xdab1_f1df, 0xc05f_1523), 21, a).unwrap();
+        t.insert(
+            ip6(0x2607_5300, 0x6d8a_6bf8, 0xdab1_f1df, 0xc05f_1523),
+            83,
+            a,
+        )
+        .unwrap();
+        t.insert(
+            ip6(0x2607_5300, 0x6d8a_6bf8, 0xdab1_f1df, 0xc05f_1523),
+            21,
+            a,
+        )
+        .unwrap();
         let mut got = t.entries_for(&a);
         got.sort();
         let mut want = vec![
@@ -414,11 +473,19 @@ mod tests {
         for _ in 0..500 {
             let v6 = rng.gen_bool(0.5);
             let max = if v6 { 128 } else { 32 };
-            let base: u128 = if v6 { rng.gen() } else { u128::from(rng.gen::<u32>()) << 96 };
+            let base: u128 = if v6 {
+                rng.gen()
+            } else {
+                u128::from(rng.gen::<u32>()) << 96
+            };
             // Also insert mutations that share a random-length prefix with base.
             for _ in 0..4 {
                 let keep = rng.gen_range(0..=max);
-                let noise: u128 = if v6 { rng.gen() } else { u128::from(rng.gen::<u32>()) << 96 };
+                let noise: u128 = if v6 {
+                    rng.gen()
+                } else {
+                    u128::from(rng.gen::<u32>()) << 96
+                };
                 let k = mask(base, keep) | (noise & !mask(u128::MAX, keep));
                 let cidr = rng.gen_range(0..=max);
                 let peer = rng.gen_range(0..PEERS);
@@ -429,7 +496,11 @@ mod tests {
         let check = |t: &AllowedIps<u32>, n: &Naive, rng: &mut StdRng| {
             for _ in 0..2000 {
                 let v6 = rng.gen_bool(0.5);
-                let k: u128 = if v6 { rng.gen() } else { u128::from(rng.gen::<u32>()) << 96 };
+                let k: u128 = if v6 {
+                    rng.gen()
+                } else {
+                    u128::from(rng.gen::<u32>()) << 96
+                };
                 assert_eq!(t.lookup(to_ip(k, v6)).copied(), n.lookup(k, v6));
             }
             // Also probe exactly at stored prefixes.

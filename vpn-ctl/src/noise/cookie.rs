@@ -85,7 +85,12 @@ impl CookieChecker {
     }
 
     /// The current cookie for `from`, rotating `R` when it is too old.
-    fn cookie(&mut self, from: SocketAddr, now: Instant, rng: &mut (impl RngCore + CryptoRng)) -> [u8; MAC_LEN] {
+    fn cookie(
+        &mut self,
+        from: SocketAddr,
+        now: Instant,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> [u8; MAC_LEN] {
         if self
             .secret_birth
             .is_none_or(|b| now.saturating_duration_since(b) >= COOKIE_SECRET_MAX_AGE)
@@ -140,14 +145,27 @@ impl CookieChecker {
         now: Instant,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> CookieReply {
-        let (m1, _) = msg.first().and_then(|&t| mac_offsets(t)).expect("handshake message");
+        let (m1, _) = msg
+            .first()
+            .and_then(|&t| mac_offsets(t))
+            .expect("handshake message");
         let cookie = self.cookie(from, now, rng);
         let mut nonce = [0u8; XNONCE_LEN];
         rng.fill_bytes(&mut nonce);
         // msg.cookie = XAEAD(HASH(LABEL-COOKIE || S_pub_m), msg.nonce, cookie, M.mac1)
         let mut encrypted_cookie = [0u8; MAC_LEN + 16];
-        xaead_seal(&self.cookie_key, &nonce, &cookie, &msg[m1..m1 + MAC_LEN], &mut encrypted_cookie);
-        CookieReply { receiver: sender_index, nonce, encrypted_cookie }
+        xaead_seal(
+            &self.cookie_key,
+            &nonce,
+            &cookie,
+            &msg[m1..m1 + MAC_LEN],
+            &mut encrypted_cookie,
+        );
+        CookieReply {
+            receiver: sender_index,
+            nonce,
+            encrypted_cookie,
+        }
     }
 }
 
@@ -163,7 +181,9 @@ pub struct CookieState {
 
 impl core::fmt::Debug for CookieState {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("CookieState").field("has_cookie", &self.cookie.is_some()).finish_non_exhaustive()
+        f.debug_struct("CookieState")
+            .field("has_cookie", &self.cookie.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -198,8 +218,14 @@ impl CookieState {
     pub fn consume_reply(&mut self, reply: &CookieReply, now: Instant) -> Result<(), CookieError> {
         let last = self.last_mac1.ok_or(CookieError)?;
         let mut cookie = [0u8; MAC_LEN];
-        xaead_open(&self.cookie_key, &reply.nonce, &reply.encrypted_cookie, &last, &mut cookie)
-            .map_err(|_| CookieError)?;
+        xaead_open(
+            &self.cookie_key,
+            &reply.nonce,
+            &reply.encrypted_cookie,
+            &last,
+            &mut cookie,
+        )
+        .map_err(|_| CookieError)?;
         self.cookie = Some((cookie, now));
         self.last_mac1 = None;
         Ok(())
@@ -234,13 +260,22 @@ mod tests {
         .write(&mut msg);
         sender.add_macs(&mut msg, t0);
         assert_eq!(msg[132..], [0; 16]);
-        assert_eq!(checker.check(&msg, from, false, t0, &mut rng), MacState::ValidMac1);
-        assert_eq!(checker.check(&msg, from, true, t0, &mut rng), MacState::ValidMac1);
+        assert_eq!(
+            checker.check(&msg, from, false, t0, &mut rng),
+            MacState::ValidMac1
+        );
+        assert_eq!(
+            checker.check(&msg, from, true, t0, &mut rng),
+            MacState::ValidMac1
+        );
         // A message for another key fails mac1.
         let mut other = CookieState::new(&PublicKey::from([9u8; 32]));
         let mut bad = msg;
         other.add_macs(&mut bad, t0);
-        assert_eq!(checker.check(&bad, from, false, t0, &mut rng), MacState::Invalid);
+        assert_eq!(
+            checker.check(&bad, from, false, t0, &mut rng),
+            MacState::Invalid
+        );
 
         let reply = checker.create_reply(&msg, 42, from, t0, &mut rng);
         assert_eq!(reply.receiver, 42);
@@ -254,13 +289,22 @@ mod tests {
 
         sender.add_macs(&mut msg, t0 + Duration::from_secs(1));
         assert_ne!(msg[132..], [0; 16]);
-        assert_eq!(checker.check(&msg, from, true, t0, &mut rng), MacState::ValidCookie);
+        assert_eq!(
+            checker.check(&msg, from, true, t0, &mut rng),
+            MacState::ValidCookie
+        );
         // The cookie is bound to the source address.
         let elsewhere: SocketAddr = "198.18.0.2:51820".parse().unwrap();
-        assert_eq!(checker.check(&msg, elsewhere, true, t0, &mut rng), MacState::ValidMac1);
+        assert_eq!(
+            checker.check(&msg, elsewhere, true, t0, &mut rng),
+            MacState::ValidMac1
+        );
         // After the secret rotates the old cookie no longer works.
         let later = t0 + COOKIE_SECRET_MAX_AGE;
-        assert_eq!(checker.check(&msg, from, true, later, &mut rng), MacState::ValidMac1);
+        assert_eq!(
+            checker.check(&msg, from, true, later, &mut rng),
+            MacState::ValidMac1
+        );
         // And the sender stops using an old cookie.
         sender.add_macs(&mut msg, t0 + COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY);
         assert_eq!(msg[132..], [0; 16]);

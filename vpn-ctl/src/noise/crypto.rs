@@ -29,6 +29,9 @@ pub const TAI64N_LEN: usize = 12;
 /// Length of an XChaCha20 nonce.
 pub const XNONCE_LEN: usize = 24;
 
+/// A 32-byte secret that is wiped on drop.
+pub type SecretKey = Zeroizing<[u8; KEY_LEN]>;
+
 /// The AEAD or DH operation failed (bad tag, or a non-contributory point).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CryptoError;
@@ -74,10 +77,7 @@ pub fn kdf1(key: &[u8; KEY_LEN], input: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
 
 /// `KDF2(key, input)`: `τ1 = HMAC(τ0, 0x1)`, `τ2 = HMAC(τ0, τ1 || 0x2)`.
 #[must_use]
-pub fn kdf2(
-    key: &[u8; KEY_LEN],
-    input: &[u8],
-) -> (Zeroizing<[u8; KEY_LEN]>, Zeroizing<[u8; KEY_LEN]>) {
+pub fn kdf2(key: &[u8; KEY_LEN], input: &[u8]) -> (SecretKey, SecretKey) {
     let t0 = hmac(key, &[input]);
     let t1 = hmac(&*t0, &[&[1]]);
     let t2 = hmac(&*t0, &[&*t1, &[2]]);
@@ -86,14 +86,7 @@ pub fn kdf2(
 
 /// `KDF3(key, input)`: as [`kdf2`] plus `τ3 = HMAC(τ0, τ2 || 0x3)`.
 #[must_use]
-pub fn kdf3(
-    key: &[u8; KEY_LEN],
-    input: &[u8],
-) -> (
-    Zeroizing<[u8; KEY_LEN]>,
-    Zeroizing<[u8; KEY_LEN]>,
-    Zeroizing<[u8; KEY_LEN]>,
-) {
+pub fn kdf3(key: &[u8; KEY_LEN], input: &[u8]) -> (SecretKey, SecretKey, SecretKey) {
     let t0 = hmac(key, &[input]);
     let t1 = hmac(&*t0, &[&[1]]);
     let t2 = hmac(&*t0, &[&*t1, &[2]]);
@@ -133,7 +126,12 @@ fn open_nonce(
 
 /// `AEAD(key, counter, plain, aad)` in place: encrypts `buf`, returns the tag.
 #[must_use]
-pub fn aead_seal_in_place(key: &[u8; KEY_LEN], counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+pub fn aead_seal_in_place(
+    key: &[u8; KEY_LEN],
+    counter: u64,
+    aad: &[u8],
+    buf: &mut [u8],
+) -> [u8; TAG_LEN] {
     seal_nonce(key, &counter_nonce(counter), aad, buf)
 }
 
@@ -178,7 +176,13 @@ pub fn aead_open(
 }
 
 /// `XAEAD(key, nonce, plain, aad)` into `out` (`plain.len() + 16` bytes).
-pub fn xaead_seal(key: &[u8; KEY_LEN], nonce: &[u8; XNONCE_LEN], plain: &[u8], aad: &[u8], out: &mut [u8]) {
+pub fn xaead_seal(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; XNONCE_LEN],
+    plain: &[u8],
+    aad: &[u8],
+    out: &mut [u8],
+) {
     assert_eq!(out.len(), plain.len() + TAG_LEN, "XAEAD output size");
     let (body, tag) = out.split_at_mut(plain.len());
     body.copy_from_slice(plain);
@@ -211,7 +215,10 @@ pub fn xaead_open(
 }
 
 /// `DH(private, public)`: X25519, rejecting the all-zero (non-contributory) result.
-pub fn dh(private: &StaticSecret, public: &PublicKey) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+pub fn dh(
+    private: &StaticSecret,
+    public: &PublicKey,
+) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
     let shared = private.diffie_hellman(public);
     if !shared.was_contributory() {
         return Err(CryptoError);
@@ -293,7 +300,8 @@ pub(crate) mod tests {
     fn keyed_blake2s_kat() {
         // blake2s-kat.txt, keyed, empty input, key = 00..1f (256-bit output).
         let key: Vec<u8> = (0u8..32).collect();
-        let mut m = <Blake2sMac<blake2::digest::consts::U32> as KeyInit>::new_from_slice(&key).unwrap();
+        let mut m =
+            <Blake2sMac<blake2::digest::consts::U32> as KeyInit>::new_from_slice(&key).unwrap();
         Update::update(&mut m, b"");
         let out: [u8; 32] = m.finalize_fixed().into();
         assert_eq!(
@@ -321,7 +329,10 @@ pub(crate) mod tests {
     #[test]
     fn hmac_and_kdf() {
         for (key, msg) in [
-            (&b"key"[..], &b"The quick brown fox jumps over the lazy dog"[..]),
+            (
+                &b"key"[..],
+                &b"The quick brown fox jumps over the lazy dog"[..],
+            ),
             (&[0u8; 32][..], &b""[..]),
             (&[7u8; 100][..], &[1u8; 200][..]),
         ] {
@@ -360,7 +371,10 @@ pub(crate) mod tests {
         assert_eq!(buf, SUNSCREEN);
         let mut bad = tag;
         bad[0] ^= 1;
-        assert_eq!(open_nonce(&key, &nonce, &aad, &mut buf, &bad), Err(CryptoError));
+        assert_eq!(
+            open_nonce(&key, &nonce, &aad, &mut buf, &bad),
+            Err(CryptoError)
+        );
     }
 
     #[test]
@@ -370,7 +384,12 @@ pub(crate) mod tests {
         aead_seal(&key, 0x0102_0304_0506_0708, b"hello", b"ad", &mut out);
         // The counter lands little-endian after four zero bytes.
         let mut manual = *b"hello";
-        let tag = seal_nonce(&key, &[0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1], b"ad", &mut manual);
+        let tag = seal_nonce(
+            &key,
+            &[0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1],
+            b"ad",
+            &mut manual,
+        );
         assert_eq!(&out[..5], &manual);
         assert_eq!(&out[5..], &tag);
         let mut plain = [0u8; 5];
@@ -383,7 +402,9 @@ pub(crate) mod tests {
     #[test]
     fn xchacha20poly1305_draft_a3_1() {
         let key: [u8; 32] = hex(RFC_KEY).try_into().unwrap();
-        let nonce: [u8; 24] = hex("404142434445464748494a4b4c4d4e4f5051525354555657").try_into().unwrap();
+        let nonce: [u8; 24] = hex("404142434445464748494a4b4c4d4e4f5051525354555657")
+            .try_into()
+            .unwrap();
         let aad = hex(RFC_AAD);
         let mut out = vec![0u8; SUNSCREEN.len() + TAG_LEN];
         xaead_seal(&key, &nonce, SUNSCREEN, &aad, &mut out);
@@ -401,12 +422,22 @@ pub(crate) mod tests {
 
     #[test]
     fn x25519_rfc7748_6_1() {
-        let a: [u8; 32] = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").try_into().unwrap();
-        let b: [u8; 32] = hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb").try_into().unwrap();
+        let a: [u8; 32] = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+            .try_into()
+            .unwrap();
+        let b: [u8; 32] = hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")
+            .try_into()
+            .unwrap();
         let (a, b) = (StaticSecret::from(a), StaticSecret::from(b));
         let (pa, pb) = (PublicKey::from(&a), PublicKey::from(&b));
-        assert_eq!(pa.as_bytes().to_vec(), hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"));
-        assert_eq!(pb.as_bytes().to_vec(), hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"));
+        assert_eq!(
+            pa.as_bytes().to_vec(),
+            hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+        );
+        assert_eq!(
+            pb.as_bytes().to_vec(),
+            hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+        );
         let k = hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
         assert_eq!(dh(&a, &pb).unwrap().to_vec(), k);
         assert_eq!(dh(&b, &pa).unwrap().to_vec(), k);
@@ -417,14 +448,20 @@ pub(crate) mod tests {
     #[test]
     fn tai64n_format() {
         // Unix epoch is TAI64 label 0x400000000000000a.
-        assert_eq!(Tai64N::from_unix(0, 0).0.to_vec(), hex("400000000000000a00000000"));
+        assert_eq!(
+            Tai64N::from_unix(0, 0).0.to_vec(),
+            hex("400000000000000a00000000")
+        );
         assert_eq!(
             Tai64N::from_unix(1_700_000_000, 123_456_789).0.to_vec(),
             hex("400000006553f10a075bcd15")
         );
         let t = UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
         let rounded = Tai64N::from_system_time(t);
-        assert_eq!(rounded, Tai64N::from_unix(1_700_000_000, 123_456_789 & !0xff_ffff));
+        assert_eq!(
+            rounded,
+            Tai64N::from_unix(1_700_000_000, 123_456_789 & !0xff_ffff)
+        );
         // Ordering of labels follows time.
         assert!(Tai64N::from_unix(5, 0) > Tai64N::from_unix(4, 999_999_999));
         assert!(Tai64N::from_unix(5, 2) > Tai64N::from_unix(5, 1));

@@ -16,7 +16,9 @@ use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::crypto::{aead_open, aead_seal, dh, hash, kdf1, kdf2, kdf3, Tai64N, KEY_LEN, TAI64N_LEN};
+use super::crypto::{
+    aead_open, aead_seal, dh, hash, kdf1, kdf2, kdf3, Tai64N, KEY_LEN, TAI64N_LEN,
+};
 use super::messages::{Initiation, Response};
 
 /// Noise protocol name: `CONSTRUCTION`.
@@ -78,7 +80,11 @@ impl StaticIdentity {
         let secret = StaticSecret::from(*private);
         let public = PublicKey::from(&secret);
         let responder_hash = hash(&[&initial_hash(), public.as_bytes()]);
-        Self { secret, public, responder_hash }
+        Self {
+            secret,
+            public,
+            responder_hash,
+        }
     }
 
     /// Our public key.
@@ -134,7 +140,10 @@ impl core::fmt::Debug for HalfInitiation {
 }
 
 /// Responder, first half: decrypts the initiator's static key.
-pub fn begin_consume_initiation(id: &StaticIdentity, msg: &Initiation) -> Result<HalfInitiation, HandshakeError> {
+pub fn begin_consume_initiation(
+    id: &StaticIdentity,
+    msg: &Initiation,
+) -> Result<HalfInitiation, HandshakeError> {
     // Ci = HASH(CONSTRUCTION)
     let ck = initial_chaining_key();
     // Hi = HASH(HASH(Ci || IDENTIFIER) || S_pub_r), precomputed
@@ -149,7 +158,8 @@ pub fn begin_consume_initiation(id: &StaticIdentity, msg: &Initiation) -> Result
     let (ck, k) = kdf2(&ck, &*es);
     // S_pub_i = AEAD-open(k, 0, msg.static, Hi)
     let mut remote_static = [0u8; KEY_LEN];
-    aead_open(&k, 0, &msg.encrypted_static, &h, &mut remote_static).map_err(|_| HandshakeError::Decrypt)?;
+    aead_open(&k, 0, &msg.encrypted_static, &h, &mut remote_static)
+        .map_err(|_| HandshakeError::Decrypt)?;
     // Hi = HASH(Hi || msg.static)
     let h = hash(&[&h, &msg.encrypted_static]);
     Ok(HalfInitiation {
@@ -252,7 +262,10 @@ impl Handshake {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Initiation, HandshakeError> {
         self.sent = None;
-        let ss = self.static_static.as_ref().ok_or(HandshakeError::BadPoint)?;
+        let ss = self
+            .static_static
+            .as_ref()
+            .ok_or(HandshakeError::BadPoint)?;
         // Ci = HASH(CONSTRUCTION)
         let ck = initial_chaining_key();
         // Hi = HASH(HASH(Ci || IDENTIFIER) || S_pub_r), precomputed
@@ -279,7 +292,12 @@ impl Handshake {
         aead_seal(&k, 0, &now_wall.0, &h, &mut encrypted_timestamp);
         // Hi = HASH(Hi || msg.timestamp)
         let h = hash(&[&h, &encrypted_timestamp]);
-        self.sent = Some(InitiationSent { local_index, chaining_key: ck, hash: h, ephemeral });
+        self.sent = Some(InitiationSent {
+            local_index,
+            chaining_key: ck,
+            hash: h,
+            ephemeral,
+        });
         Ok(Initiation {
             sender: local_index,
             ephemeral: *e_pub.as_bytes(),
@@ -300,12 +318,16 @@ impl Handshake {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<(Response, TransportKeys), HandshakeError> {
         debug_assert_eq!(half.remote_static, self.remote_static);
-        let ss = self.static_static.as_ref().ok_or(HandshakeError::BadPoint)?;
+        let ss = self
+            .static_static
+            .as_ref()
+            .ok_or(HandshakeError::BadPoint)?;
         // (Ci, k) = KDF2(Ci, DH(S_priv_r, S_pub_i))
         let (ck, k) = kdf2(&half.chaining_key, &**ss);
         // timestamp = AEAD-open(k, 0, msg.timestamp, Hi)
         let mut ts = [0u8; TAI64N_LEN];
-        aead_open(&k, 0, &half.encrypted_timestamp, &half.hash, &mut ts).map_err(|_| HandshakeError::Decrypt)?;
+        aead_open(&k, 0, &half.encrypted_timestamp, &half.hash, &mut ts)
+            .map_err(|_| HandshakeError::Decrypt)?;
         let ts = Tai64N(ts);
         // Hi = HASH(Hi || msg.timestamp)
         let h = hash(&[&half.hash, &half.encrypted_timestamp]);
@@ -356,12 +378,22 @@ impl Handshake {
             mac1: [0; 16],
             mac2: [0; 16],
         };
-        let keys = TransportKeys { send, recv, local_index, remote_index: half.remote_index, initiator: false };
+        let keys = TransportKeys {
+            send,
+            recv,
+            local_index,
+            remote_index: half.remote_index,
+            initiator: false,
+        };
         Ok((response, keys))
     }
 
     /// Initiator: consumes the response to our in-flight initiation.
-    pub fn consume_response(&mut self, id: &StaticIdentity, msg: &Response) -> Result<TransportKeys, HandshakeError> {
+    pub fn consume_response(
+        &mut self,
+        id: &StaticIdentity,
+        msg: &Response,
+    ) -> Result<TransportKeys, HandshakeError> {
         let sent = match &self.sent {
             Some(s) if s.local_index == msg.receiver => s,
             _ => return Err(HandshakeError::UnexpectedResponse),
@@ -382,12 +414,19 @@ impl Handshake {
         // Hr = HASH(Hr || τ)
         let h = hash(&[&h, &*tau]);
         // ε = AEAD-open(k, 0, msg.empty, Hr)
-        aead_open(&k, 0, &msg.encrypted_nothing, &h, &mut []).map_err(|_| HandshakeError::Decrypt)?;
+        aead_open(&k, 0, &msg.encrypted_nothing, &h, &mut [])
+            .map_err(|_| HandshakeError::Decrypt)?;
         // (T_send_i, T_recv_i) = KDF2(Ci, ε)
         let (send, recv) = kdf2(&ck, &[]);
         let local_index = sent.local_index;
         self.sent = None;
-        Ok(TransportKeys { send, recv, local_index, remote_index: msg.sender, initiator: true })
+        Ok(TransportKeys {
+            send,
+            recv,
+            local_index,
+            remote_index: msg.sender,
+            initiator: true,
+        })
     }
 }
 
@@ -425,7 +464,9 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(1);
             let (a, b, mut ha, mut hb) = pair(psk);
             let t0 = Instant::now();
-            let init = ha.create_initiation(&a, 11, Tai64N::from_unix(100, 0), &mut rng).unwrap();
+            let init = ha
+                .create_initiation(&a, 11, Tai64N::from_unix(100, 0), &mut rng)
+                .unwrap();
             let half = begin_consume_initiation(&b, &init).unwrap();
             assert_eq!(half.remote_static, *a.public());
             let (resp, kb) = hb.respond(&half, 22, t0, &mut rng).unwrap();
@@ -438,7 +479,10 @@ mod tests {
             assert_eq!((kb.local_index, kb.remote_index), (22, 11));
             assert!(ka.initiator && !kb.initiator);
             // The response is consumed once.
-            assert_eq!(ha.consume_response(&a, &resp).unwrap_err(), HandshakeError::UnexpectedResponse);
+            assert_eq!(
+                ha.consume_response(&a, &resp).unwrap_err(),
+                HandshakeError::UnexpectedResponse
+            );
         }
     }
 
@@ -447,10 +491,15 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         let (a, b, mut ha, mut hb) = pair(None);
         hb.set_psk(Some([5; 32]));
-        let init = ha.create_initiation(&a, 1, Tai64N::from_unix(1, 0), &mut rng).unwrap();
+        let init = ha
+            .create_initiation(&a, 1, Tai64N::from_unix(1, 0), &mut rng)
+            .unwrap();
         let half = begin_consume_initiation(&b, &init).unwrap();
         let (resp, _) = hb.respond(&half, 2, Instant::now(), &mut rng).unwrap();
-        assert_eq!(ha.consume_response(&a, &resp).unwrap_err(), HandshakeError::Decrypt);
+        assert_eq!(
+            ha.consume_response(&a, &resp).unwrap_err(),
+            HandshakeError::Decrypt
+        );
     }
 
     #[test]
@@ -458,22 +507,35 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let (a, b, mut ha, mut hb) = pair(None);
         let t0 = Instant::now();
-        let old = ha.create_initiation(&a, 1, Tai64N::from_unix(10, 0), &mut rng).unwrap();
-        let new = ha.create_initiation(&a, 2, Tai64N::from_unix(11, 0), &mut rng).unwrap();
+        let old = ha
+            .create_initiation(&a, 1, Tai64N::from_unix(10, 0), &mut rng)
+            .unwrap();
+        let new = ha
+            .create_initiation(&a, 2, Tai64N::from_unix(11, 0), &mut rng)
+            .unwrap();
         let half = begin_consume_initiation(&b, &new).unwrap();
         hb.respond(&half, 3, t0, &mut rng).unwrap();
         // Same message again: equal timestamp.
         let half = begin_consume_initiation(&b, &new).unwrap();
         let later = t0 + Duration::from_secs(1);
-        assert_eq!(hb.respond(&half, 4, later, &mut rng).unwrap_err(), HandshakeError::ReplayedTimestamp);
+        assert_eq!(
+            hb.respond(&half, 4, later, &mut rng).unwrap_err(),
+            HandshakeError::ReplayedTimestamp
+        );
         // Older timestamp.
         let half = begin_consume_initiation(&b, &old).unwrap();
-        assert_eq!(hb.respond(&half, 4, later, &mut rng).unwrap_err(), HandshakeError::ReplayedTimestamp);
+        assert_eq!(
+            hb.respond(&half, 4, later, &mut rng).unwrap_err(),
+            HandshakeError::ReplayedTimestamp
+        );
         // Newer timestamp but too soon after the last one: flood.
-        let newer = ha.create_initiation(&a, 5, Tai64N::from_unix(12, 0), &mut rng).unwrap();
+        let newer = ha
+            .create_initiation(&a, 5, Tai64N::from_unix(12, 0), &mut rng)
+            .unwrap();
         let half = begin_consume_initiation(&b, &newer).unwrap();
         assert_eq!(
-            hb.respond(&half, 6, t0 + Duration::from_millis(5), &mut rng).unwrap_err(),
+            hb.respond(&half, 6, t0 + Duration::from_millis(5), &mut rng)
+                .unwrap_err(),
             HandshakeError::Flood
         );
         assert!(hb.respond(&half, 6, later, &mut rng).is_ok());
@@ -483,15 +545,26 @@ mod tests {
     fn tampered_initiation_rejected() {
         let mut rng = StdRng::seed_from_u64(4);
         let (a, b, mut ha, _) = pair(None);
-        let init = ha.create_initiation(&a, 1, Tai64N::from_unix(10, 0), &mut rng).unwrap();
+        let init = ha
+            .create_initiation(&a, 1, Tai64N::from_unix(10, 0), &mut rng)
+            .unwrap();
         let mut bad = init.clone();
         bad.encrypted_static[0] ^= 1;
-        assert_eq!(begin_consume_initiation(&b, &bad).unwrap_err(), HandshakeError::Decrypt);
+        assert_eq!(
+            begin_consume_initiation(&b, &bad).unwrap_err(),
+            HandshakeError::Decrypt
+        );
         let mut bad = init.clone();
         bad.ephemeral[0] ^= 1;
-        assert_eq!(begin_consume_initiation(&b, &bad).unwrap_err(), HandshakeError::Decrypt);
+        assert_eq!(
+            begin_consume_initiation(&b, &bad).unwrap_err(),
+            HandshakeError::Decrypt
+        );
         // Sent to the wrong responder.
         let c = StaticIdentity::new([3; 32]);
-        assert_eq!(begin_consume_initiation(&c, &init).unwrap_err(), HandshakeError::Decrypt);
+        assert_eq!(
+            begin_consume_initiation(&c, &init).unwrap_err(),
+            HandshakeError::Decrypt
+        );
     }
 }

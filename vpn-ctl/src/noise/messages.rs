@@ -374,13 +374,19 @@ mod tests {
         let mut b = [0u8; RESPONSE_LEN];
         r.write(&mut b);
         assert_eq!(Message::parse(&b), Ok(Message::Response(r)));
-        let c = CookieReply { receiver: 3, nonce: [1; 24], encrypted_cookie: [2; 32] };
+        let c = CookieReply {
+            receiver: 3,
+            nonce: [1; 24],
+            encrypted_cookie: [2; 32],
+        };
         let mut b = [0u8; COOKIE_REPLY_LEN];
         c.write(&mut b);
         assert_eq!(Message::parse(&b), Ok(Message::CookieReply(c)));
         let mut d = [0u8; 40];
         write_data_header(&mut d, 7, 0x0102);
-        let Ok(Message::Data(p)) = Message::parse(&d) else { panic!() };
+        let Ok(Message::Data(p)) = Message::parse(&d) else {
+            panic!()
+        };
         assert_eq!((p.receiver, p.counter, p.sealed.len()), (7, 0x0102, 24));
     }
 
@@ -390,17 +396,32 @@ mod tests {
         assert_eq!(Message::parse(&[1, 0, 0]), Err(ParseError::Truncated));
         assert_eq!(Message::parse(&[9, 0, 0, 0]), Err(ParseError::UnknownType));
         assert_eq!(Message::parse(&[1, 0, 0, 1]), Err(ParseError::UnknownType));
-        assert_eq!(Message::parse(&[1; INITIATION_LEN]), Err(ParseError::UnknownType));
+        assert_eq!(
+            Message::parse(&[1; INITIATION_LEN]),
+            Err(ParseError::UnknownType)
+        );
         let mut b = [0u8; INITIATION_LEN + 1];
         b[0] = 1;
         assert_eq!(Message::parse(&b), Err(ParseError::BadLength));
-        assert_eq!(Message::parse(&b[..INITIATION_LEN - 1]), Err(ParseError::BadLength));
+        assert_eq!(
+            Message::parse(&b[..INITIATION_LEN - 1]),
+            Err(ParseError::BadLength)
+        );
         b[0] = 2;
-        assert_eq!(Message::parse(&b[..RESPONSE_LEN - 1]), Err(ParseError::BadLength));
+        assert_eq!(
+            Message::parse(&b[..RESPONSE_LEN - 1]),
+            Err(ParseError::BadLength)
+        );
         b[0] = 3;
-        assert_eq!(Message::parse(&b[..COOKIE_REPLY_LEN + 1]), Err(ParseError::BadLength));
+        assert_eq!(
+            Message::parse(&b[..COOKIE_REPLY_LEN + 1]),
+            Err(ParseError::BadLength)
+        );
         b[0] = 4;
-        assert_eq!(Message::parse(&b[..DATA_MIN_LEN - 1]), Err(ParseError::BadLength));
+        assert_eq!(
+            Message::parse(&b[..DATA_MIN_LEN - 1]),
+            Err(ParseError::BadLength)
+        );
         assert!(Message::parse(&b[..DATA_MIN_LEN]).is_ok());
         // Every prefix of every size is handled without panicking.
         for t in 0..6u8 {

@@ -7,11 +7,13 @@
 //! (sliding window), [`timers`], [`ratelimit`], [`peer`] (one peer's state
 //! machine) and [`engine`] (many peers behind one static key).
 
+pub mod cookie;
 pub mod crypto;
-pub mod messages;
+pub mod engine;
 pub mod handshake;
+pub mod messages;
+pub mod peer;
+pub mod ratelimit;
 pub mod replay;
 pub mod session;
 pub mod timers;
-pub mod cookie;
-pub mod ratelimit;

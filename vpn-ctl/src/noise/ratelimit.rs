@@ -42,7 +42,8 @@ impl RateLimiter {
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         let k = key(ip);
         if let Some(b) = self.table.get_mut(&k) {
-            let elapsed = u64::try_from(now.saturating_duration_since(b.last).as_nanos()).unwrap_or(u64::MAX);
+            let elapsed =
+                u64::try_from(now.saturating_duration_since(b.last).as_nanos()).unwrap_or(u64::MAX);
             b.tokens = b.tokens.saturating_add(elapsed).min(TOKEN_MAX);
             b.last = now;
             if b.tokens >= PACKET_COST {
@@ -57,13 +58,20 @@ impl RateLimiter {
                 return false;
             }
         }
-        self.table.insert(k, Bucket { tokens: TOKEN_MAX - PACKET_COST, last: now });
+        self.table.insert(
+            k,
+            Bucket {
+                tokens: TOKEN_MAX - PACKET_COST,
+                last: now,
+            },
+        );
         true
     }
 
     /// Forgets sources idle for [`GC_AGE`].
     pub fn gc(&mut self, now: Instant) {
-        self.table.retain(|_, b| now.saturating_duration_since(b.last) < GC_AGE);
+        self.table
+            .retain(|_, b| now.saturating_duration_since(b.last) < GC_AGE);
     }
 
     /// Number of tracked sources.

@@ -26,7 +26,10 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        Self { counter: 0, backtrack: [0; WORDS] }
+        Self {
+            counter: 0,
+            backtrack: [0; WORDS],
+        }
     }
 }
 
@@ -34,7 +37,7 @@ impl ReplayWindow {
     /// Accepts `their_counter` once; rejects repeats, ones too old, and ones
     /// at or past `REJECT_AFTER_MESSAGES`.
     pub fn check_and_update(&mut self, their_counter: u64) -> bool {
-        if self.counter >= REJECT_AFTER_MESSAGES + 1 || their_counter >= REJECT_AFTER_MESSAGES {
+        if self.counter > REJECT_AFTER_MESSAGES || their_counter >= REJECT_AFTER_MESSAGES {
             return false;
         }
         let their = their_counter + 1;
@@ -79,40 +82,74 @@ mod tests {
         };
         const LIM: u64 = COUNTER_WINDOW_SIZE + 1;
         const RAM: u64 = REJECT_AFTER_MESSAGES;
-        /*  1 */ t(&mut w, 0, true);
-        /*  2 */ t(&mut w, 1, true);
-        /*  3 */ t(&mut w, 1, false);
-        /*  4 */ t(&mut w, 9, true);
-        /*  5 */ t(&mut w, 8, true);
-        /*  6 */ t(&mut w, 7, true);
-        /*  7 */ t(&mut w, 7, false);
-        /*  8 */ t(&mut w, LIM, true);
-        /*  9 */ t(&mut w, LIM - 1, true);
-        /* 10 */ t(&mut w, LIM - 1, false);
-        /* 11 */ t(&mut w, LIM - 2, true);
-        /* 12 */ t(&mut w, 2, true);
-        /* 13 */ t(&mut w, 2, false);
-        /* 14 */ t(&mut w, LIM + 16, true);
-        /* 15 */ t(&mut w, 3, false);
-        /* 16 */ t(&mut w, LIM + 16, false);
-        /* 17 */ t(&mut w, LIM * 4, true);
-        /* 18 */ t(&mut w, LIM * 4 - (LIM - 1), true);
-        /* 19 */ t(&mut w, 10, false);
-        /* 20 */ t(&mut w, LIM * 4 - LIM, false);
-        /* 21 */ t(&mut w, LIM * 4 - (LIM + 1), false);
-        /* 22 */ t(&mut w, LIM * 4 - (LIM - 2), true);
-        /* 23 */ t(&mut w, LIM * 4 + 1 - LIM, false);
-        /* 24 */ t(&mut w, 0, false);
-        /* 25 */ t(&mut w, RAM, false);
-        /* 26 */ t(&mut w, RAM - 1, true);
-        /* 27 */ t(&mut w, RAM, false);
-        /* 28 */ t(&mut w, RAM - 1, false);
-        /* 29 */ t(&mut w, RAM - 2, true);
-        /* 30 */ t(&mut w, RAM + 1, false);
-        /* 31 */ t(&mut w, RAM + 2, false);
-        /* 32 */ t(&mut w, RAM - 2, false);
-        /* 33 */ t(&mut w, RAM - 3, true);
-        /* 34 */ t(&mut w, 0, false);
+        /*  1 */
+        t(&mut w, 0, true);
+        /*  2 */
+        t(&mut w, 1, true);
+        /*  3 */
+        t(&mut w, 1, false);
+        /*  4 */
+        t(&mut w, 9, true);
+        /*  5 */
+        t(&mut w, 8, true);
+        /*  6 */
+        t(&mut w, 7, true);
+        /*  7 */
+        t(&mut w, 7, false);
+        /*  8 */
+        t(&mut w, LIM, true);
+        /*  9 */
+        t(&mut w, LIM - 1, true);
+        /* 10 */
+        t(&mut w, LIM - 1, false);
+        /* 11 */
+        t(&mut w, LIM - 2, true);
+        /* 12 */
+        t(&mut w, 2, true);
+        /* 13 */
+        t(&mut w, 2, false);
+        /* 14 */
+        t(&mut w, LIM + 16, true);
+        /* 15 */
+        t(&mut w, 3, false);
+        /* 16 */
+        t(&mut w, LIM + 16, false);
+        /* 17 */
+        t(&mut w, LIM * 4, true);
+        /* 18 */
+        t(&mut w, LIM * 4 - (LIM - 1), true);
+        /* 19 */
+        t(&mut w, 10, false);
+        /* 20 */
+        t(&mut w, LIM * 4 - LIM, false);
+        /* 21 */
+        t(&mut w, LIM * 4 - (LIM + 1), false);
+        /* 22 */
+        t(&mut w, LIM * 4 - (LIM - 2), true);
+        /* 23 */
+        t(&mut w, LIM * 4 + 1 - LIM, false);
+        /* 24 */
+        t(&mut w, 0, false);
+        /* 25 */
+        t(&mut w, RAM, false);
+        /* 26 */
+        t(&mut w, RAM - 1, true);
+        /* 27 */
+        t(&mut w, RAM, false);
+        /* 28 */
+        t(&mut w, RAM - 1, false);
+        /* 29 */
+        t(&mut w, RAM - 2, true);
+        /* 30 */
+        t(&mut w, RAM + 1, false);
+        /* 31 */
+        t(&mut w, RAM + 2, false);
+        /* 32 */
+        t(&mut w, RAM - 2, false);
+        /* 33 */
+        t(&mut w, RAM - 3, true);
+        /* 34 */
+        t(&mut w, 0, false);
 
         let mut w = ReplayWindow::default();
         for i in 1..=COUNTER_WINDOW_SIZE {

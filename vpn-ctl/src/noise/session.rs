@@ -10,7 +10,9 @@ use super::crypto::{aead_open_in_place, aead_seal_in_place, KEY_LEN, TAG_LEN};
 use super::handshake::TransportKeys;
 use super::messages::{data_len, write_data_header, Data, DATA_HEADER_LEN};
 use super::replay::ReplayWindow;
-use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME};
+use super::timers::{
+    REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+};
 
 /// Why a data message could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +73,8 @@ impl Session {
     /// Whether the session may still send.
     #[must_use]
     pub fn can_send(&self, now: Instant) -> bool {
-        self.send_counter < REJECT_AFTER_MESSAGES && now.saturating_duration_since(self.birth) < REJECT_AFTER_TIME
+        self.send_counter < REJECT_AFTER_MESSAGES
+            && now.saturating_duration_since(self.birth) < REJECT_AFTER_TIME
     }
 
     /// Whether the session may still receive.
@@ -96,7 +99,12 @@ impl Session {
 
     /// Seals `payload` (an IP packet, or empty for a keepalive) as a data
     /// message into `out`; returns the message length.
-    pub fn encapsulate(&mut self, payload: &[u8], out: &mut [u8], now: Instant) -> Result<usize, SessionError> {
+    pub fn encapsulate(
+        &mut self,
+        payload: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, SessionError> {
         if !self.can_send(now) {
             return Err(SessionError::Expired);
         }
@@ -119,7 +127,12 @@ impl Session {
 
     /// Opens a data message addressed to this session into `out`; returns the
     /// (padded) plaintext length. The replay window moves only on success.
-    pub fn decapsulate(&mut self, msg: &Data<'_>, out: &mut [u8], now: Instant) -> Result<usize, SessionError> {
+    pub fn decapsulate(
+        &mut self,
+        msg: &Data<'_>,
+        out: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, SessionError> {
         if !self.can_receive(now) || msg.counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Expired);
         }
@@ -153,7 +166,10 @@ mod tests {
             remote_index: rem,
             initiator: i,
         };
-        (Session::new(k(1, 2, 10, 20, true), now), Session::new(k(2, 1, 20, 10, false), now))
+        (
+            Session::new(k(1, 2, 10, 20, true), now),
+            Session::new(k(2, 1, 20, 10, false), now),
+        )
     }
 
     #[test]
@@ -168,22 +184,37 @@ mod tests {
         assert_eq!((msg.receiver, msg.counter), (20, 0));
         let m = b.decapsulate(&msg, &mut plain, t0).unwrap();
         assert_eq!(&plain[..m], b"hello\0\0\0\0\0\0\0\0\0\0\0");
-        assert_eq!(b.decapsulate(&msg, &mut plain, t0), Err(SessionError::Replay));
+        assert_eq!(
+            b.decapsulate(&msg, &mut plain, t0),
+            Err(SessionError::Replay)
+        );
         // Keepalive.
         let n = b.encapsulate(&[], &mut wire, t0).unwrap();
         assert_eq!(n, 32);
-        assert_eq!(a.decapsulate(&Data::parse(&wire[..n]).unwrap(), &mut plain, t0), Ok(0));
+        assert_eq!(
+            a.decapsulate(&Data::parse(&wire[..n]).unwrap(), &mut plain, t0),
+            Ok(0)
+        );
         // Tampering.
         let n = a.encapsulate(b"x", &mut wire, t0).unwrap();
         wire[n - 1] ^= 1;
-        assert_eq!(b.decapsulate(&Data::parse(&wire[..n]).unwrap(), &mut plain, t0), Err(SessionError::Decrypt));
+        assert_eq!(
+            b.decapsulate(&Data::parse(&wire[..n]).unwrap(), &mut plain, t0),
+            Err(SessionError::Decrypt)
+        );
         // Small buffer.
-        assert_eq!(a.encapsulate(&[0; 100], &mut wire[..100], t0), Err(SessionError::BufferTooSmall));
+        assert_eq!(
+            a.encapsulate(&[0; 100], &mut wire[..100], t0),
+            Err(SessionError::BufferTooSmall)
+        );
         // Rekey/expiry.
         assert!(!a.wants_rekey_on_send(t0 + Duration::from_secs(119)));
         assert!(a.wants_rekey_on_send(t0 + REKEY_AFTER_TIME));
         assert!(!b.wants_rekey_on_send(t0 + REKEY_AFTER_TIME));
         let late = t0 + REJECT_AFTER_TIME;
-        assert_eq!(a.encapsulate(b"x", &mut wire, late), Err(SessionError::Expired));
+        assert_eq!(
+            a.encapsulate(b"x", &mut wire, late),
+            Err(SessionError::Expired)
+        );
     }
 }

@@ -86,10 +86,16 @@ impl Timers {
     pub fn pop_expired(&mut self, now: Instant) -> Option<TimerEvent> {
         let slots = [
             (&mut self.zero_key_material, TimerEvent::ZeroKeyMaterial),
-            (&mut self.retransmit_handshake, TimerEvent::RetransmitHandshake),
+            (
+                &mut self.retransmit_handshake,
+                TimerEvent::RetransmitHandshake,
+            ),
             (&mut self.new_handshake, TimerEvent::NewHandshake),
             (&mut self.send_keepalive, TimerEvent::SendKeepalive),
-            (&mut self.persistent_keepalive, TimerEvent::PersistentKeepalive),
+            (
+                &mut self.persistent_keepalive,
+                TimerEvent::PersistentKeepalive,
+            ),
         ];
         for (slot, ev) in slots {
             if slot.is_some_and(|d| d <= now) {
@@ -179,7 +185,10 @@ impl Timers {
     /// Cancels every timer (peer removed or keys erased).
     pub fn stop_all(&mut self) {
         let interval = self.persistent_keepalive_interval;
-        *self = Self { persistent_keepalive_interval: interval, ..Self::default() };
+        *self = Self {
+            persistent_keepalive_interval: interval,
+            ..Self::default()
+        };
     }
 }
 
@@ -191,8 +200,11 @@ mod tests {
 
     #[test]
     fn constants() {
-        assert_eq!(MAX_TIMER_HANDSHAKES as u64, REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs());
-        assert!(REJECT_AFTER_MESSAGES > REKEY_AFTER_MESSAGES);
+        assert_eq!(
+            MAX_TIMER_HANDSHAKES as u64,
+            REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()
+        );
+        const { assert!(REJECT_AFTER_MESSAGES > REKEY_AFTER_MESSAGES) };
     }
 
     #[test]
@@ -205,7 +217,10 @@ mod tests {
         assert_eq!(t.next_deadline(), Some(t0 + KEEPALIVE_TIMEOUT));
         t.data_received(t0 + Duration::from_secs(1));
         assert_eq!(t.pop_expired(t0 + Duration::from_secs(9)), None);
-        assert_eq!(t.pop_expired(t0 + KEEPALIVE_TIMEOUT), Some(TimerEvent::SendKeepalive));
+        assert_eq!(
+            t.pop_expired(t0 + KEEPALIVE_TIMEOUT),
+            Some(TimerEvent::SendKeepalive)
+        );
         t.keepalive_sent_by_timer(t0 + KEEPALIVE_TIMEOUT);
         assert_eq!(t.next_deadline(), Some(t0 + KEEPALIVE_TIMEOUT * 2));
         t.any_authenticated_packet_sent();
