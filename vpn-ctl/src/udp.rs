@@ -1045,6 +1045,83 @@ mod tests {
         eprintln!("buffer sizes (rcv, snd) per family: {sizes:?}");
     }
 
+    /// Drops CAP_NET_ADMIN and CAP_NET_RAW (either allows SO_MARK) from the
+    /// calling thread's effective set.
+    fn drop_net_caps() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const V3: u32 = 0x2008_0522;
+        const CAP_NET_ADMIN: u32 = 12;
+        const CAP_NET_RAW: u32 = 13;
+        let mut h = Header {
+            version: V3,
+            pid: 0,
+        };
+        let mut d = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: capget/capset with a v3 header and two data slots; pid 0 is
+        // this thread only.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()), 0);
+            d[0].effective &= !(1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW);
+            assert_eq!(libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()), 0);
+        }
+    }
+
+    #[test]
+    fn buffers_fall_back_without_capabilities() {
+        let ns = TestNs::new();
+        let (r, w, rmax, wmax, mark_err) = ns.run(|| {
+            drop_net_caps();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let read = |p: &str| -> usize {
+                    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+                };
+                let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0).into(), &UdpOptions::default())
+                    .unwrap();
+                let mark_err = UdpSocket::bind(
+                    (Ipv4Addr::LOCALHOST, 0).into(),
+                    &UdpOptions {
+                        fwmark: Some(1),
+                        ..UdpOptions::default()
+                    },
+                )
+                .unwrap_err();
+                (
+                    s.recv_buffer_size().unwrap(),
+                    s.send_buffer_size().unwrap(),
+                    read("/proc/sys/net/core/rmem_max"),
+                    read("/proc/sys/net/core/wmem_max"),
+                    mark_err,
+                )
+            })
+        });
+        eprintln!(
+            "without CAP_NET_ADMIN/CAP_NET_RAW: rcvbuf {r} (rmem_max {rmax}), sndbuf {w} (wmem_max {wmax})"
+        );
+        assert_eq!(r, 2 * rmax.min(DEFAULT_BUFFER_SIZE));
+        assert_eq!(w, 2 * wmax.min(DEFAULT_BUFFER_SIZE));
+        assert_eq!(mark_err.source.raw_os_error(), Some(libc::EPERM));
+        assert!(mark_err.to_string().contains("SO_MARK"), "{mark_err}");
+    }
+
     #[test]
     fn gso_to_gro() {
         let ns = TestNs::new();
