@@ -17,3 +17,6 @@ pub mod ratelimit;
 pub mod replay;
 pub mod session;
 pub mod timers;
+
+#[cfg(test)]
+mod interop;
