@@ -1217,6 +1217,22 @@ mod tests {
             p.b.handle_datagram(from, &buf[..len], &mut out, now),
             Action::Error(Error::UnknownIndex)
         );
+        // Every single-byte corruption of a valid initiation is refused
+        // (except in mac2, which is ignored when not under load).
+        let pb = p.a.peer_by_key(&p.b.public_key()).unwrap();
+        let later = now + Duration::from_secs(10);
+        p.a.peers
+            .get_mut(&pb)
+            .unwrap()
+            .request_initiation(later, false);
+        let t = p.a.poll_transmit(&mut buf, later).unwrap();
+        let good = buf[..t.len].to_vec();
+        for i in 0..crate::noise::messages::initiation::MAC2.start {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            let a = p.b.handle_datagram(from, &bad, &mut out, later);
+            assert!(matches!(a, Action::Error(_)), "byte {i}: {a:?}");
+        }
         // Initiation with a broken mac1.
         let mut init = vec![0u8; 148];
         init[0] = 1;

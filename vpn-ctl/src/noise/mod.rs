@@ -20,3 +20,6 @@ pub mod timers;
 
 #[cfg(test)]
 mod interop;
+
+pub use engine::{Action, Engine, Error, PeerInfo, Transmit};
+pub use peer::PeerId;

@@ -88,7 +88,6 @@ pub enum ReceiveError {
 }
 
 /// One peer.
-#[derive(Debug)]
 pub struct Peer {
     id: PeerId,
     /// Noise state for this peer.
@@ -111,6 +110,23 @@ pub struct Peer {
     pub rx_bytes: u64,
     /// Bytes sent in datagrams.
     pub tx_bytes: u64,
+}
+
+impl core::fmt::Debug for Peer {
+    // Manual so queued plaintext never reaches logs.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("handshake", &self.handshake)
+            .field("current", &self.current)
+            .field("previous", &self.previous)
+            .field("next", &self.next)
+            .field("endpoint", &self.endpoint)
+            .field("queued", &self.queue.len())
+            .field("rx_bytes", &self.rx_bytes)
+            .field("tx_bytes", &self.tx_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Peer {
