@@ -1,0 +1,596 @@
+//! The namespace test harness the whole suite stands on.
+//!
+//! It builds small topologies (namespaces, veth pairs, addresses, routes),
+//! runs commands and daemons inside a namespace (and optionally inside a
+//! cgroup), captures packets with tcpdump, and tears everything down on every
+//! exit path: each resource is a guard whose `Drop` removes it, so a failing
+//! assertion (a panic) cleans up as well as a pass. Every name carries the
+//! `vpnt-<pid>-` prefix, so two runs never collide and leftovers of a killed
+//! run are recognised (and swept) by the next one.
+//!
+//! Namespaces are entered with `setns(2)` in the child before `exec`, not with
+//! `ip netns exec`, which remounts /sys and so hides the cgroup and bpffs
+//! mounts the tests need.
+use std::{
+    fs::{self, File},
+    io::{BufRead, BufReader, Write},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Prefix of everything the harness creates.
+pub const PREFIX: &str = "vpnt";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEPT: std::sync::Once = std::sync::Once::new();
+
+/// A unique short name: `vpnt-<pid>-<n>` (fits interface names for pid < 10^7).
+pub fn unique() -> String {
+    SWEPT.call_once(sweep_stale);
+    format!(
+        "{PREFIX}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(PREFIX)?
+        .strip_prefix('-')?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn dead(name: &str) -> bool {
+    owner_pid(name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes namespaces, cgroups and pins left by runs whose process is gone.
+pub fn sweep_stale() {
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = l.split_whitespace().next().unwrap_or("");
+            if dead(name) {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+    if let Ok(mount) = cgroup2_mount() {
+        for_each_prefixed(&mount, |p| {
+            if dead(&p.file_name().unwrap_or_default().to_string_lossy()) {
+                remove_cgroup_tree(p);
+            }
+        });
+    }
+    for_each_prefixed(Path::new("/sys/fs/bpf"), |p| {
+        if dead(&p.file_name().unwrap_or_default().to_string_lossy()) {
+            let _ = fs::remove_dir_all(p);
+        }
+    });
+}
+
+fn for_each_prefixed(dir: &Path, mut f: impl FnMut(&Path)) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(PREFIX) {
+                f(&e.path());
+            }
+        }
+    }
+}
+
+/// Runs a command, returning stdout; fails with stderr on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    check(cmd, &out)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn check(cmd: &Command, out: &Output) -> Result<()> {
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `ip ARGS...` in the host namespace (only ever on the harness's own objects).
+pub fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// A network namespace, deleted (with its interfaces) on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// A new namespace with `lo` up.
+    pub fn new() -> Result<Self> {
+        let name = unique();
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// `ip -n NS ARGS...`
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A `Command` that runs inside this namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.command_in(program, None)
+            .expect("opening the namespace")
+    }
+
+    /// A `Command` that runs inside this namespace and, if given, this cgroup.
+    pub fn command_in(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        cgroup: Option<&Cgroup>,
+    ) -> Result<Command> {
+        let ns = File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
+        let procs = match cgroup {
+            Some(cg) => Some(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(cg.path().join("cgroup.procs"))
+                    .with_context(|| format!("opening {}", cg.path().display()))?,
+            ),
+            None => None,
+        };
+        let mut cmd = Command::new(program);
+        // SAFETY: the closure only makes async-signal-safe calls (write,
+        // setns) on descriptors opened before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(p) = &procs {
+                    // "0" moves the writing process itself.
+                    if libc::write(p.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
+    /// Runs `sh -c SCRIPT` inside the namespace; stdout on success.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        run(self.command("sh").args(["-c", script]))
+    }
+
+    /// Runs `sh -c SCRIPT` inside the namespace and cgroup.
+    pub fn sh_in(&self, cgroup: &Cgroup, script: &str) -> Result<String> {
+        run(self.command_in("sh", Some(cgroup))?.args(["-c", script]))
+    }
+
+    /// Starts a long-running command inside the namespace; killed on drop.
+    pub fn spawn(&self, cmd: &mut Command) -> Result<Daemon> {
+        Daemon::spawn(cmd)
+    }
+
+    /// Reads a sysctl inside this namespace.
+    pub fn sysctl(&self, key: &str) -> Result<String> {
+        Ok(run(self.command("sysctl").args(["-n", key]))?
+            .trim()
+            .to_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill anything still running inside first, or the delete leaves the
+        // namespace alive until those processes exit.
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: plain signal to a process id we just listed.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Creates a veth pair `a_if` (in `a`) — `b_if` (in `b`), both up, with the
+/// given addresses (CIDR; empty for none).
+pub fn veth(
+    a: &Netns,
+    a_if: &str,
+    a_addr: &[&str],
+    b: &Netns,
+    b_if: &str,
+    b_addr: &[&str],
+) -> Result<()> {
+    // Created inside `a` so the host namespace never holds either end.
+    a.ip(&[
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ])?;
+    for (ns, ifname, addrs) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        for addr in addrs {
+            ns.ip(&["addr", "add", addr, "dev", ifname])?;
+        }
+        ns.ip(&["link", "set", ifname, "up"])?;
+    }
+    Ok(())
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) on drop; output captured.
+pub struct Daemon {
+    child: Option<Child>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(cmd: &mut Command) -> Result<Self> {
+        let base = std::env::temp_dir().join(unique());
+        let stdout = base.with_extension("out");
+        let stderr = base.with_extension("err");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout)?)
+            .stderr(File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Self {
+            child: Some(child),
+            stdout,
+            stderr,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until stdout or stderr contains `needle`, for at most `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.stdout().contains(needle) || self.stderr().contains(needle) {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!(
+                        "process exited ({status}) before printing {needle:?}:\n{}{}",
+                        self.stdout(),
+                        self.stderr()
+                    );
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "timed out after {timeout:?} waiting for {needle:?}:\n{}{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    /// Sends a signal without waiting.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signal to our own child.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Stops the process (SIGTERM, up to 5 s, then SIGKILL) and returns its status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: signal to our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        if let Ok(Some(s)) = wait_timeout(&mut c, Duration::from_secs(5)) {
+            return Some(s);
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// Waits for the process to exit by itself, for at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(wait_timeout(c, timeout)?),
+            None => Ok(None),
+        }
+    }
+}
+
+fn wait_timeout(
+    c: &mut Child,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = c.try_wait()? {
+            return Ok(Some(s));
+        }
+        if start.elapsed() >= timeout {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_file(&self.stdout);
+        let _ = fs::remove_file(&self.stderr);
+    }
+}
+
+/// A tcpdump capture on an interface inside a namespace (real tcpdump,
+/// line-buffered text output, one line per packet).
+pub struct Capture {
+    daemon: Daemon,
+}
+
+impl Capture {
+    /// Starts capturing; returns once tcpdump is listening.
+    pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Result<Self> {
+        let mut cmd = ns.command("tcpdump");
+        cmd.args(["-i", ifname, "-n", "-l", "-U"])
+            .args(filter.split_whitespace());
+        let mut daemon = Daemon::spawn(&mut cmd)?;
+        daemon.wait_for("listening on", Duration::from_secs(10))?;
+        Ok(Self { daemon })
+    }
+
+    /// Stops the capture and returns one text line per packet.
+    pub fn finish(mut self) -> Result<Vec<String>> {
+        // Give in-flight packets a moment to be printed.
+        thread::sleep(Duration::from_millis(200));
+        self.daemon.signal(libc::SIGINT);
+        let status = self.daemon.wait(Duration::from_secs(5))?;
+        self.daemon.stop();
+        let err = self.daemon.stderr();
+        if !err.contains(" captured") {
+            bail!("tcpdump did not finish cleanly ({status:?}): {err}");
+        }
+        Ok(self
+            .daemon
+            .stdout()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// The cgroup v2 mount of this machine (never assumed).
+pub fn cgroup2_mount() -> Result<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    info.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            if post.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            Some(PathBuf::from(pre.split_whitespace().nth(4)?))
+        })
+        .context("no cgroup v2 mount")
+}
+
+/// A cgroup sub-tree of the harness's own; its processes are killed and the
+/// tree removed on drop.
+#[derive(Debug)]
+pub struct Cgroup {
+    path: PathBuf,
+    owned_root: bool,
+}
+
+impl Cgroup {
+    /// A new top-level test cgroup `<mount>/vpnt-...`.
+    pub fn new() -> Result<Self> {
+        let path = cgroup2_mount()?.join(unique());
+        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self {
+            path,
+            owned_root: true,
+        })
+    }
+
+    /// A child cgroup (removed with its parent).
+    pub fn child(&self, name: &str) -> Result<Self> {
+        let path = self.path.join(name);
+        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self {
+            path,
+            owned_root: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kernel's cgroup id (the directory's inode number on cgroup v2).
+    pub fn id(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(fs::metadata(&self.path)?.ino())
+    }
+
+    pub fn add_pid(&self, pid: u32) -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))?;
+        write!(f, "{pid}")?;
+        Ok(())
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if self.owned_root {
+            remove_cgroup_tree(&self.path);
+        }
+    }
+}
+
+/// Kills every process in a cgroup tree, then removes it bottom-up.
+fn remove_cgroup_tree(path: &Path) {
+    let kill = path.join("cgroup.kill");
+    if kill.exists() {
+        let _ = fs::write(&kill, "1");
+    } else {
+        kill_procs(path);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if remove_dirs(path) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill_procs(path: &Path) {
+    if let Ok(f) = File::open(path.join("cgroup.procs")) {
+        for pid in BufReader::new(f).lines().map_while(Result::ok) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: plain signal to a process in our own test cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                kill_procs(&e.path());
+            }
+        }
+    }
+}
+
+fn remove_dirs(path: &Path) -> bool {
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_dirs(&e.path());
+            }
+        }
+    }
+    fs::remove_dir(path).is_ok() || !path.exists()
+}
+
+/// A bpffs directory of the harness's own, for a controller's pins.
+#[derive(Debug)]
+pub struct PinRoot {
+    path: PathBuf,
+}
+
+impl PinRoot {
+    pub fn new() -> Result<Self> {
+        let path = Path::new("/sys/fs/bpf").join(unique());
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What a harness-created object of this process left behind.
+pub fn leftovers() -> Vec<String> {
+    let mine = format!("{PREFIX}-{}-", std::process::id());
+    let mut left = Vec::new();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if l.starts_with(&mine) {
+                left.push(format!("netns {l}"));
+            }
+        }
+    }
+    let mut dirs = vec![PathBuf::from("/sys/fs/bpf")];
+    dirs.extend(cgroup2_mount().ok());
+    for d in dirs {
+        for_each_prefixed(&d, |p| {
+            if p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .starts_with(&mine)
+            {
+                left.push(p.display().to_string());
+            }
+        });
+    }
+    left
+}
+
+/// The controller binary under test: `VPN_CTL_BIN` (set by `cargo xtask
+/// test`), or the release build next to the workspace.
+pub fn vpn_ctl_bin() -> PathBuf {
+    std::env::var_os("VPN_CTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vpn-ctl"))
+}
+
+/// Skips nothing: the suite needs root, and says so.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the end-to-end suite needs root (run `cargo xtask test` as root)"
+    );
+}

@@ -1,0 +1,281 @@
+//! cgroup/sock_create steering, end to end in namespaces.
+//!
+//! ```text
+//!            client namespace                         direct namespace
+//!  ┌──────────────────────────────────────┐   ┌────────────────────────────┐
+//!  │ steered cgroup ─ socket mark M       │   │ 198.18.9.9 on lo           │
+//!  │ ip rule fwmark M/M lookup 30318      │   └────────────────────────────┘
+//!  │ main:  198.18.9.0/24 via eth0 ───────┼── eth0 198.18.1.1 ── 198.18.1.2
+//!  │ 30318: 198.18.9.0/24 via eth1 ───────┼── eth1 198.18.2.1 ── 198.18.2.2
+//!  └──────────────────────────────────────┘   ┌────────────────────────────┐
+//!                                             │ tunnel-side namespace      │
+//!                                             └────────────────────────────┘
+//! ```
+//! A datagram from a process in the steered cgroup (or a child of it) must
+//! leave by eth1, one from any other process by eth0; the program's aya-log
+//! line must reach `vpn-ctl watch`.
+use std::{process::Command, time::Duration};
+
+use netns_harness::{self as h, Capture, Cgroup, Daemon, Netns, PinRoot};
+
+const MARK: &str = "0x10000000";
+const TABLE: &str = "30318";
+
+struct World {
+    client: Netns,
+    _direct: Netns,
+    _side: Netns,
+    root: Cgroup,
+    pins: PinRoot,
+}
+
+fn world() -> World {
+    h::require_root();
+    let client = Netns::new().unwrap();
+    let direct = Netns::new().unwrap();
+    let side = Netns::new().unwrap();
+    h::veth(
+        &client,
+        "eth0",
+        &["198.18.1.1/24"],
+        &direct,
+        "eth0",
+        &["198.18.1.2/24"],
+    )
+    .unwrap();
+    h::veth(
+        &client,
+        "eth1",
+        &["198.18.2.1/24"],
+        &side,
+        "eth0",
+        &["198.18.2.2/24"],
+    )
+    .unwrap();
+    for ns in [&direct, &side] {
+        ns.ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])
+            .unwrap();
+    }
+    client
+        .ip(&["route", "add", "198.18.9.0/24", "via", "198.18.1.2"])
+        .unwrap();
+    client
+        .ip(&[
+            "route",
+            "add",
+            "198.18.9.0/24",
+            "via",
+            "198.18.2.2",
+            "table",
+            TABLE,
+        ])
+        .unwrap();
+    client
+        .ip(&[
+            "rule",
+            "add",
+            "fwmark",
+            &format!("{MARK}/{MARK}"),
+            "lookup",
+            TABLE,
+            "priority",
+            "10318",
+        ])
+        .unwrap();
+    World {
+        client,
+        _direct: direct,
+        _side: side,
+        root: Cgroup::new().unwrap(),
+        pins: PinRoot::new().unwrap(),
+    }
+}
+
+fn vpn_ctl(w: &World) -> Command {
+    let mut c = Command::new(h::vpn_ctl_bin());
+    c.env("VPN_TUNNEL", "t0")
+        .arg("--pin-root")
+        .arg(w.pins.path())
+        .arg("--attach-cgroup")
+        .arg(w.root.path());
+    c
+}
+
+/// Sends one UDP datagram from inside `cg` and prints the socket's SO_MARK.
+const SEND: &str = r#"python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print(hex(s.getsockopt(socket.SOL_SOCKET, 36)))
+s.sendto(b"vpn-probe", ("198.18.9.9", 9000))
+'"#;
+
+/// Which uplink a datagram from `cg` leaves by, and the socket's mark.
+fn probe(w: &World, cg: &Cgroup) -> (String, usize, usize) {
+    let c0 = Capture::start(&w.client, "eth0", "udp port 9000").unwrap();
+    let c1 = Capture::start(&w.client, "eth1", "udp port 9000").unwrap();
+    let mark = w.client.sh_in(cg, SEND).unwrap().trim().to_owned();
+    let (p0, p1) = (c0.finish().unwrap(), c1.finish().unwrap());
+    eprintln!(
+        "probe {}: mark {mark}, eth0 {p0:?}, eth1 {p1:?}",
+        cg.path().display()
+    );
+    (mark, p0.len(), p1.len())
+}
+
+#[test]
+fn steered_cgroup_marks_sockets_and_follows_the_rule() {
+    let w = world();
+    let steered = w.root.child("steered").unwrap();
+    let nested = steered.child("nested").unwrap();
+    let plain = w.root.child("plain").unwrap();
+
+    let out = h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    assert!(out.contains("steered"), "{out}");
+
+    let mut watch = Daemon::spawn(vpn_ctl(&w).arg("watch").env("RUST_LOG", "info")).unwrap();
+    watch
+        .wait_for("watching tunnel t0", Duration::from_secs(10))
+        .unwrap();
+
+    assert_eq!(
+        probe(&w, &steered),
+        (MARK.to_owned(), 0, 1),
+        "steered cgroup: marked, via eth1"
+    );
+    assert_eq!(
+        probe(&w, &nested),
+        (MARK.to_owned(), 0, 1),
+        "child of a steered cgroup: marked, via eth1"
+    );
+    assert_eq!(
+        probe(&w, &plain),
+        ("0x0".to_owned(), 1, 0),
+        "unsteered cgroup: no mark, via eth0"
+    );
+
+    let line = format!("socket in cgroup {} marked", steered.id().unwrap());
+    watch.wait_for(&line, Duration::from_secs(5)).unwrap();
+    watch.stop();
+
+    let list = h::run(vpn_ctl(&w).args(["steer", "list", "--json"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["cgroups"][0]["cgroup_id"], steered.id().unwrap());
+    assert!(
+        v["stats"]["sockets_marked"].as_u64().unwrap() >= 2,
+        "{list}"
+    );
+
+    // Removing the rule stops the marking at once.
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "del", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    assert_eq!(probe(&w, &steered), ("0x0".to_owned(), 1, 0));
+
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+    assert!(!w.pins.path().join("t0").exists(), "clear removes the pins");
+}
+
+#[test]
+fn an_exclude_rule_inside_a_steered_tree_wins() {
+    let w = world();
+    let steered = w.root.child("steered").unwrap();
+    let excluded = steered.child("excluded").unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "--exclude", "cgroup"])
+            .arg(excluded.path()),
+    )
+    .unwrap();
+    assert_eq!(probe(&w, &excluded), ("0x0".to_owned(), 1, 0));
+    assert_eq!(probe(&w, &steered), (MARK.to_owned(), 0, 1));
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+}
+
+#[test]
+fn steering_survives_the_controller_and_is_adopted() {
+    // No daemon runs between the commands: the pinned link keeps the program
+    // attached, and each command adopts the pinned maps.
+    let w = world();
+    let steered = w.root.child("steered").unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    assert_eq!(probe(&w, &steered).0, MARK);
+    let again = h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    assert!(again.contains("steered"));
+    let list = h::run(vpn_ctl(&w).args(["steer", "list"])).unwrap();
+    assert_eq!(list.matches("include").count(), 1, "{list}");
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+    assert_eq!(
+        probe(&w, &steered).0,
+        "0x0",
+        "after clear nothing is marked"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let w = world();
+    let out = vpn_ctl(&w)
+        .args(["steer", "add", "cgroup", "no-such-cgroup-xyz"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(
+        !w.pins.path().join("t0").exists(),
+        "a failed add loads nothing"
+    );
+
+    let out = vpn_ctl(&w)
+        .args(["steer", "del", "cgroup"])
+        .arg(w.root.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not loaded"),
+        "{out:?}"
+    );
+
+    let out = vpn_ctl(&w)
+        .args(["--mark", "0x3", "steer", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("single bit"),
+        "{out:?}"
+    );
+
+    let out = vpn_ctl(&w)
+        .args(["--tunnel", "../x", "steer", "add", "cgroup"])
+        .arg(w.root.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,15 @@
+//! vpn's controller as a library: the WireGuard-compatible protocol core
+//! (sans-IO), the device that drives it, and the eBPF steering control plane.
+//! The `vpn-ctl` binary is a thin clap front end over these modules.
+
+pub mod allowed_ips;
+pub mod cgroup;
+pub mod config;
+pub mod ebpf;
+pub mod keys;
+pub mod netlink;
+pub mod noise;
+pub mod steer;
+pub mod tun;
+pub mod uapi;
+pub mod udp;

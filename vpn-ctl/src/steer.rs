@@ -1,0 +1,430 @@
+//! The steering control plane: loads vpn's eBPF programs, attaches them,
+//! pins programs, links and maps under `<bpffs>/vpn/<tunnel>/`, and edits the
+//! steering maps.
+//!
+//! Pinning is what makes steering outlive the controller: once loaded, the
+//! kernel keeps the programs attached through the pinned links, so a killed
+//! daemon leaves steering in force and a restarted one adopts the pins (opens
+//! the maps by path) without a gap. [`Steering::unload`] removes the pins,
+//! which detaches everything.
+use std::{
+    fs, io,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        CgroupAttachMode, CgroupSock, ProgramError, ProgramInfo,
+    },
+    EbpfLoader,
+};
+use vpn_common::{names, Config, Stat, SteerAction, SteerRule};
+
+use crate::{cgroup, ebpf};
+
+/// vpn's default fwmark bit. wg-quick marks with 51820 (0xca6c) and Tailscale
+/// uses bits under 0xff0000; this bit is clear of both.
+pub const DEFAULT_MARK: u32 = 0x1000_0000;
+
+const PIN_PROG_SOCK_CREATE: &str = "prog_sock_create";
+const PIN_LINK_SOCK_CREATE: &str = "link_sock_create";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SteerError {
+    #[error("loading eBPF programs needs root (CAP_BPF and CAP_NET_ADMIN); run vpn-ctl as root")]
+    NotRoot,
+    #[error("steering for tunnel {tunnel:?} is not loaded (nothing pinned at {dir}); add a steering rule first")]
+    NotLoaded { tunnel: String, dir: PathBuf },
+    #[error("tunnel name {0:?} is invalid: use 1-15 characters from [A-Za-z0-9_=+.-]")]
+    BadTunnelName(String),
+    #[error("the kernel refused to load the eBPF object (vpn needs Linux >= 5.7 with CONFIG_CGROUP_BPF and BTF; `vpn-ctl doctor` checks)")]
+    Load(#[source] aya::EbpfError),
+    #[error(
+        "the eBPF object has no {0}; the build is inconsistent, rebuild with `cargo xtask build`"
+    )]
+    Missing(&'static str),
+    #[error("{what}")]
+    Program {
+        what: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("{what}")]
+    Map {
+        what: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("pinning {what} (is bpffs mounted and writable?)")]
+    Pin {
+        what: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("{what}")]
+    Link {
+        what: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+}
+
+/// Where and how steering is loaded.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Tunnel whose steering this is; names the pin directory.
+    pub tunnel: String,
+    /// Parent of the per-tunnel pin directories, normally `<bpffs>/vpn`.
+    pub pin_root: PathBuf,
+    /// cgroup the programs attach to; every process below it is classified.
+    /// Normally the cgroup v2 root; tests use their own sub-tree.
+    pub attach_cgroup: PathBuf,
+    pub mark: u32,
+    pub mark_mask: u32,
+}
+
+impl Options {
+    /// Defaults from the running system: bpffs and cgroup v2 root discovered.
+    pub fn discover(tunnel: &str) -> Result<Self, SteerError> {
+        Ok(Self {
+            tunnel: tunnel.to_owned(),
+            pin_root: cgroup::bpffs_mount()?.join("vpn"),
+            attach_cgroup: cgroup::cgroup2_mount()?,
+            mark: DEFAULT_MARK,
+            mark_mask: DEFAULT_MARK,
+        })
+    }
+
+    #[must_use]
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_root.join(&self.tunnel)
+    }
+}
+
+/// One row of `steer list`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CgroupRule {
+    pub cgroup_id: u64,
+    pub action: &'static str,
+}
+
+/// Handles on the pinned maps of one tunnel's steering.
+pub struct Steering {
+    dir: PathBuf,
+    config: Array<MapData, Config>,
+    cgroups: HashMap<MapData, u64, SteerRule>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SteerError + 'a {
+    move |source| SteerError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> SteerError {
+    let what = what.into();
+    move |source| SteerError::Map { what, source }
+}
+
+fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> SteerError {
+    let what = what.into();
+    move |source| SteerError::Program { what, source }
+}
+
+fn valid_tunnel_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_=+.-".contains(&b))
+}
+
+fn require_root() -> Result<(), SteerError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SteerError::NotRoot);
+    }
+    Ok(())
+}
+
+impl Steering {
+    /// Whether steering for this tunnel is pinned (loaded and attached).
+    #[must_use]
+    pub fn is_loaded(opts: &Options) -> bool {
+        opts.pin_dir().join(PIN_LINK_SOCK_CREATE).exists()
+    }
+
+    /// Adopts the pinned state of a running (or crashed) instance, or loads
+    /// and pins a fresh one. Returns whether it loaded.
+    pub fn open_or_load(opts: &Options) -> Result<(Self, bool), SteerError> {
+        if Self::is_loaded(opts) {
+            Ok((Self::open(opts)?, false))
+        } else {
+            Ok((Self::load(opts)?, true))
+        }
+    }
+
+    /// Adopts pinned state; fails if nothing is loaded for the tunnel.
+    pub fn open(opts: &Options) -> Result<Self, SteerError> {
+        require_root()?;
+        if !valid_tunnel_name(&opts.tunnel) {
+            return Err(SteerError::BadTunnelName(opts.tunnel.clone()));
+        }
+        let dir = opts.pin_dir();
+        if !Self::is_loaded(opts) {
+            return Err(SteerError::NotLoaded {
+                tunnel: opts.tunnel.clone(),
+                dir,
+            });
+        }
+        let open = |name: &str| -> Result<Map, SteerError> {
+            let path = dir.join(name);
+            let data =
+                MapData::from_pin(&path).map_err(map_err(format!("opening {}", path.display())))?;
+            Map::from_map_data(data).map_err(map_err(format!("opening {}", path.display())))
+        };
+        Ok(Self {
+            config: Array::try_from(open(names::CONFIG)?).map_err(map_err(names::CONFIG))?,
+            cgroups: HashMap::try_from(open(names::STEER_CGROUPS)?)
+                .map_err(map_err(names::STEER_CGROUPS))?,
+            stats: PerCpuArray::try_from(open(names::STATS)?).map_err(map_err(names::STATS))?,
+            dir,
+        })
+    }
+
+    /// Loads the object, writes the config, pins maps, attaches the programs
+    /// and pins their links. On any failure everything done so far is undone.
+    pub fn load(opts: &Options) -> Result<Self, SteerError> {
+        require_root()?;
+        if !valid_tunnel_name(&opts.tunnel) {
+            return Err(SteerError::BadTunnelName(opts.tunnel.clone()));
+        }
+        let dir = opts.pin_dir();
+        fs::create_dir_all(&dir).map_err(io_err("creating pin directory", &dir))?;
+        match Self::load_into(opts, &dir) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                // Roll back: unpinning detaches whatever got attached.
+                let _ = remove_pins(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn load_into(opts: &Options, dir: &Path) -> Result<Self, SteerError> {
+        let mut bpf = EbpfLoader::new()
+            .load(ebpf::OBJECT)
+            .map_err(SteerError::Load)?;
+
+        let mut take_pinned = |name: &'static str| -> Result<Map, SteerError> {
+            let map = bpf.take_map(name).ok_or(SteerError::Missing(name))?;
+            let path = dir.join(name);
+            map.pin(&path).map_err(|source| SteerError::Pin {
+                what: path.display().to_string(),
+                source,
+            })?;
+            Ok(map)
+        };
+        let mut config_map: Array<MapData, Config> =
+            Array::try_from(take_pinned(names::CONFIG)?).map_err(map_err(names::CONFIG))?;
+        let cgroups: HashMap<MapData, u64, SteerRule> =
+            HashMap::try_from(take_pinned(names::STEER_CGROUPS)?)
+                .map_err(map_err(names::STEER_CGROUPS))?;
+        let stats: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(take_pinned(names::STATS)?).map_err(map_err(names::STATS))?;
+        let config = Config {
+            mark: opts.mark,
+            mark_mask: opts.mark_mask,
+            log_decisions: 0,
+            _reserved: 0,
+        };
+        config_map
+            .set(0, config, 0)
+            .map_err(map_err("writing config"))?;
+
+        let prog: &mut CgroupSock = bpf
+            .program_mut(names::PROG_SOCK_CREATE)
+            .ok_or(SteerError::Missing(names::PROG_SOCK_CREATE))?
+            .try_into()
+            .map_err(prog_err(names::PROG_SOCK_CREATE))?;
+        prog.load().map_err(prog_err(
+            "loading cgroup/sock_create (is CONFIG_CGROUP_BPF on?)",
+        ))?;
+        let cg = fs::File::open(&opts.attach_cgroup)
+            .map_err(io_err("opening cgroup", &opts.attach_cgroup))?;
+        let link_id = prog
+            .attach(cg.as_fd(), CgroupAttachMode::Single)
+            .map_err(prog_err(format!(
+                "attaching cgroup/sock_create to {}",
+                opts.attach_cgroup.display()
+            )))?;
+        let link = prog
+            .take_link(link_id)
+            .map_err(prog_err("taking the sock_create link"))?;
+        let link = FdLink::try_from(link).map_err(|source| SteerError::Link {
+            what: "sock_create link is not a bpf_link (vpn needs Linux >= 5.7)",
+            source,
+        })?;
+        prog.pin(dir.join(PIN_PROG_SOCK_CREATE))
+            .map_err(|source| SteerError::Pin {
+                what: PIN_PROG_SOCK_CREATE.into(),
+                source,
+            })?;
+        let pinned: PinnedLink =
+            link.pin(dir.join(PIN_LINK_SOCK_CREATE))
+                .map_err(|source| SteerError::Pin {
+                    what: PIN_LINK_SOCK_CREATE.into(),
+                    source,
+                })?;
+        // Dropping our handle leaves the pin (and so the attachment) in place.
+        drop(pinned);
+        log::info!(
+            "steering for {} loaded: cgroup/sock_create on {}, pinned at {}",
+            opts.tunnel,
+            opts.attach_cgroup.display(),
+            dir.display()
+        );
+        Ok(Self {
+            dir: dir.to_owned(),
+            config: config_map,
+            cgroups,
+            stats,
+        })
+    }
+
+    /// Removes every pin of a tunnel's steering; the kernel then detaches the
+    /// programs and frees the maps once no process holds them.
+    pub fn unload(opts: &Options) -> Result<bool, SteerError> {
+        require_root()?;
+        let dir = opts.pin_dir();
+        if !dir.exists() {
+            return Ok(false);
+        }
+        remove_pins(&dir).map_err(io_err("removing pins", &dir))?;
+        // The per-tunnel parent is ours too; leave it only if others remain.
+        let _ = fs::remove_dir(&opts.pin_root);
+        Ok(true)
+    }
+
+    #[must_use]
+    pub fn pin_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> Result<Config, SteerError> {
+        self.config.get(&0, 0).map_err(map_err("reading config"))
+    }
+
+    /// Turns the per-socket aya-log decision lines on or off.
+    pub fn set_log_decisions(&mut self, on: bool) -> Result<(), SteerError> {
+        let mut c = self.config()?;
+        c.log_decisions = u32::from(on);
+        self.config.set(0, c, 0).map_err(map_err("writing config"))
+    }
+
+    pub fn add_cgroup(&mut self, cgroup_id: u64, action: SteerAction) -> Result<(), SteerError> {
+        let rule = SteerRule {
+            action: action as u32,
+            tunnel: 0,
+        };
+        self.cgroups
+            .insert(cgroup_id, rule, 0)
+            .map_err(map_err(format!("adding cgroup {cgroup_id}")))
+    }
+
+    /// Returns whether the cgroup was steered.
+    pub fn del_cgroup(&mut self, cgroup_id: u64) -> Result<bool, SteerError> {
+        match self.cgroups.remove(&cgroup_id) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err(format!("removing cgroup {cgroup_id}"))(e)),
+        }
+    }
+
+    pub fn cgroups(&self) -> Result<Vec<CgroupRule>, SteerError> {
+        let mut rules = Vec::new();
+        for item in self.cgroups.iter() {
+            let (cgroup_id, rule) = item.map_err(map_err("listing cgroups"))?;
+            let action = match SteerAction::from_u32(rule.action) {
+                Some(SteerAction::Include) => "include",
+                Some(SteerAction::Exclude) => "exclude",
+                None => "unknown",
+            };
+            rules.push(CgroupRule { cgroup_id, action });
+        }
+        rules.sort_by_key(|r| r.cgroup_id);
+        Ok(rules)
+    }
+
+    /// Counters summed over CPUs, in [`Stat::ALL`] order.
+    pub fn stats(&self) -> Result<Vec<(Stat, u64)>, SteerError> {
+        Stat::ALL
+            .iter()
+            .map(|&s| {
+                let v = self
+                    .stats
+                    .get(&(s as u32), 0)
+                    .map_err(map_err("reading stats"))?;
+                Ok((s, v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// The kernel id of the pinned sock_create program, for attaching the
+    /// aya-log reader of a program this process did not load.
+    pub fn program_id(&self) -> Result<u32, SteerError> {
+        let info = ProgramInfo::from_pin(self.dir.join(PIN_PROG_SOCK_CREATE))
+            .map_err(prog_err("reading the pinned sock_create"))?;
+        Ok(info.id())
+    }
+}
+
+fn remove_pins(dir: &Path) -> io::Result<()> {
+    // Links first, so nothing runs while maps go away.
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    });
+    for p in entries {
+        fs::remove_file(&p)?;
+    }
+    fs::remove_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_names_follow_interface_rules() {
+        assert!(valid_tunnel_name("vpn0"));
+        assert!(valid_tunnel_name("wg-mullvad.se"));
+        assert!(!valid_tunnel_name(""));
+        assert!(!valid_tunnel_name("../../etc"));
+        assert!(!valid_tunnel_name("a-very-long-name-x"));
+    }
+
+    #[test]
+    fn default_mark_clear_of_other_tools() {
+        assert_eq!(DEFAULT_MARK & 0xca6c, 0, "wg-quick's 51820");
+        assert_eq!(DEFAULT_MARK & 0x00ff_0000, 0, "Tailscale's mask");
+        assert_eq!(DEFAULT_MARK.count_ones(), 1);
+    }
+}
