@@ -1,0 +1,104 @@
+//! The command-line front end: the root parser and dispatch. Each command
+//! family lives in its own module; the work is done by the library.
+pub mod steer;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use vpn_ctl::{
+    cgroup,
+    steer::{Options, DEFAULT_MARK},
+};
+
+use self::steer::SteerCmd;
+
+#[derive(Parser)]
+#[command(
+    name = "vpn-ctl",
+    version,
+    about = "Per-source VPN steering with eBPF and a WireGuard-compatible tunnel"
+)]
+pub struct Cli {
+    /// Tunnel whose state to act on (names the pin directory).
+    #[arg(long, global = true, default_value = "vpn0", env = "VPN_TUNNEL")]
+    tunnel: String,
+    /// Directory for pinned programs and maps [default: <bpffs>/vpn].
+    #[arg(long, global = true, env = "VPN_PIN_ROOT")]
+    pin_root: Option<PathBuf>,
+    /// cgroup the steering programs attach to [default: the cgroup v2 root].
+    #[arg(long, global = true, env = "VPN_ATTACH_CGROUP")]
+    attach_cgroup: Option<PathBuf>,
+    /// fwmark bit given to steered traffic (also used as its mask).
+    #[arg(long, global = true, value_parser = parse_u32, default_value_t = DEFAULT_MARK)]
+    mark: u32,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Steer sources into the tunnel, or list and remove steering rules.
+    Steer {
+        #[command(subcommand)]
+        cmd: SteerCmd,
+    },
+    /// Stream what the kernel programs do (aya-log lines) until Ctrl-C.
+    Watch,
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a 32-bit number (decimal or 0x hex): {e}"))
+}
+
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vpn-ctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn options(cli: &Cli) -> Result<Options> {
+    // Mounts bpffs when the system has none, wherever the pins go.
+    let bpffs = cgroup::bpffs_mount()?;
+    let pin_root = cli.pin_root.clone().unwrap_or_else(|| bpffs.join("vpn"));
+    let attach_cgroup = match &cli.attach_cgroup {
+        Some(p) => {
+            let mount = cgroup::cgroup2_mount()?;
+            cgroup::resolve(&mount, p)?
+        }
+        None => cgroup::cgroup2_mount()?,
+    };
+    if cli.mark.count_ones() != 1 {
+        anyhow::bail!(
+            "--mark {:#x} must be a single bit (vpn owns only that bit of the fwmark)",
+            cli.mark
+        );
+    }
+    Ok(Options {
+        tunnel: cli.tunnel.clone(),
+        pin_root,
+        attach_cgroup,
+        mark: cli.mark,
+        mark_mask: cli.mark,
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let opts = options(&cli)?;
+    match cli.cmd {
+        Cmd::Steer { cmd } => steer::steer(&opts, cmd),
+        Cmd::Watch => steer::watch(&opts),
+    }
+}

@@ -1,0 +1,182 @@
+//! `vpn-ctl steer ...` and `vpn-ctl watch`.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use vpn_common::SteerAction;
+use vpn_ctl::{
+    cgroup,
+    steer::{Options, Steering},
+};
+
+#[derive(Subcommand)]
+pub enum SteerCmd {
+    /// Add a steering rule.
+    Add {
+        #[command(subcommand)]
+        selector: Selector,
+        /// Leave this source direct (full-tunnel exclude mode).
+        #[arg(long, global = true)]
+        exclude: bool,
+    },
+    /// Remove a steering rule.
+    Del {
+        #[command(subcommand)]
+        selector: Selector,
+    },
+    /// List steering rules and counters.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove all steering of the tunnel: detach the programs, drop the pins.
+    Clear,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum Selector {
+    /// A cgroup v2 path (absolute, or relative to the cgroup v2 mount); its
+    /// descendants are covered too.
+    Cgroup { path: PathBuf },
+}
+
+fn cgroup_selector(path: &std::path::Path) -> Result<(PathBuf, u64)> {
+    let mount = cgroup::cgroup2_mount()?;
+    let dir = cgroup::resolve(&mount, path)?;
+    let id = cgroup::cgroup_id(&dir)?;
+    Ok((dir, id))
+}
+
+pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
+    match cmd {
+        SteerCmd::Add {
+            selector: Selector::Cgroup { path },
+            exclude,
+        } => {
+            let (dir, id) = cgroup_selector(&path)?;
+            let (mut s, loaded) = Steering::open_or_load(opts)?;
+            let action = if exclude {
+                SteerAction::Exclude
+            } else {
+                SteerAction::Include
+            };
+            if let Err(e) = s.add_cgroup(id, action) {
+                if loaded {
+                    // Leave nothing half-configured behind a failed first add.
+                    let _ = Steering::unload(opts);
+                }
+                return Err(e.into());
+            }
+            let verb = if exclude { "excluded" } else { "steered" };
+            println!(
+                "{verb}: cgroup {} (id {id}) on tunnel {}",
+                dir.display(),
+                opts.tunnel
+            );
+        }
+        SteerCmd::Del {
+            selector: Selector::Cgroup { path },
+        } => {
+            let (dir, id) = cgroup_selector(&path)?;
+            let mut s = Steering::open(opts)?;
+            if !s.del_cgroup(id)? {
+                anyhow::bail!(
+                    "cgroup {} (id {id}) is not steered on tunnel {}",
+                    dir.display(),
+                    opts.tunnel
+                );
+            }
+            println!("removed: cgroup {} (id {id})", dir.display());
+        }
+        SteerCmd::List { json } => {
+            if !Steering::is_loaded(opts) {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "tunnel": opts.tunnel, "loaded": false, "cgroups": [] })
+                    );
+                } else {
+                    println!("tunnel {}: no steering loaded", opts.tunnel);
+                }
+                return Ok(());
+            }
+            let s = Steering::open(opts)?;
+            let rules = s.cgroups()?;
+            let stats = s.stats()?;
+            if json {
+                let stats: serde_json::Map<String, serde_json::Value> = stats
+                    .iter()
+                    .map(|(k, v)| (k.name().to_owned(), (*v).into()))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "tunnel": opts.tunnel, "loaded": true, "pin_dir": s.pin_dir(),
+                        "mark": format!("{:#x}", s.config()?.mark), "cgroups": rules, "stats": stats })
+                );
+            } else {
+                println!(
+                    "tunnel {}: mark {:#x}, pinned at {}",
+                    opts.tunnel,
+                    s.config()?.mark,
+                    s.pin_dir().display()
+                );
+                for r in &rules {
+                    println!("  cgroup id {:<10} {}", r.cgroup_id, r.action);
+                }
+                for (k, v) in stats {
+                    println!("  {:<18} {v}", k.name());
+                }
+            }
+        }
+        SteerCmd::Clear => {
+            if Steering::unload(opts)? {
+                println!("tunnel {}: steering removed", opts.tunnel);
+            } else {
+                println!("tunnel {}: nothing to remove", opts.tunnel);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn watch(opts: &Options) -> Result<()> {
+    let mut s = Steering::open(opts)?;
+    let prog_id = s.program_id()?;
+    let logger = aya_log::EbpfLogger::init_from_id(prog_id)
+        .context("attaching to the programs' log ring buffer")?;
+    s.set_log_decisions(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async move {
+        // SAFETY: the logger owns its ring buffer fd, which stays open and
+        // unchanged for as long as the AsyncFd owns the logger.
+        let mut fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)?
+        };
+        log::info!("watching tunnel {} (Ctrl-C to stop)", opts.tunnel);
+        loop {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm() => break,
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    s.set_log_decisions(false)?;
+    result
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
