@@ -1,0 +1,217 @@
+//! vpn's policy routing: steered (marked) traffic looks up vpn's own table,
+//! whose last resort is a blackhole, so it has nowhere to go but the tunnel.
+//!
+//! ```text
+//! priority P:  fwmark M/M lookup T          (IPv4 and IPv6)
+//! table T:     <tunnel routes>              (added by the device, `up`)
+//!              blackhole default metric MAX (fail closed)
+//! ```
+//! The main table, other tools' rules and global sysctls are never touched.
+//! The defaults keep clear of wg-quick (table and mark 51820, rules at its own
+//! priorities), Tailscale (table 52, rules 5210-5270, mark bits 0xff0000) and
+//! Mullvad (table 0x6d6f6c65 = 1836018789).
+use std::net::IpAddr;
+
+use crate::netlink::{default_dst, Family, Netlink, NetlinkError, Route, RouteTarget, Rule};
+
+/// vpn's routing table.
+pub const DEFAULT_TABLE: u32 = 30318;
+/// Priority of vpn's fwmark rule: before main (32766), after Tailscale's.
+pub const DEFAULT_PRIORITY: u32 = 10318;
+/// The blackhole loses against any route the tunnel adds.
+pub const BLACKHOLE_METRIC: u32 = u32::MAX;
+
+/// Tables vpn refuses to use: unspec, default, main, local, and the ones the
+/// tools named above own.
+const FOREIGN_TABLES: [u32; 7] = [0, 253, 254, 255, 51820, 52, 1_836_018_789];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error("table {0} belongs to the system or another VPN tool; choose another with --table")]
+    ForeignTable(u32),
+    #[error("rule priority {priority} is taken by another rule ({rule}); choose another with --priority")]
+    PriorityTaken { priority: u32, rule: String },
+    #[error("fwmark bit {mark:#x} is already used by another rule ({rule}); choose another with --mark")]
+    MarkTaken { mark: u32, rule: String },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+}
+
+/// The rule and the fallback route of one tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub table: u32,
+    pub priority: u32,
+    pub mark: u32,
+    pub mask: u32,
+}
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+impl Policy {
+    #[must_use]
+    pub fn rule(&self, family: Family) -> Rule {
+        Rule { fwmark: Some((self.mark, self.mask)), ..Rule::lookup(family, self.priority, self.table) }
+    }
+
+    #[must_use]
+    pub fn blackhole(&self, family: Family) -> Route {
+        let dst: IpAddr = default_dst(family);
+        Route { dst, prefix_len: 0, target: RouteTarget::Blackhole, table: self.table, metric: Some(BLACKHOLE_METRIC) }
+    }
+
+    /// Refuses a table, priority or mark bit that someone else already uses.
+    pub async fn check_conflicts(&self, nl: &Netlink) -> Result<(), RoutingError> {
+        if FOREIGN_TABLES.contains(&self.table) {
+            return Err(RoutingError::ForeignTable(self.table));
+        }
+        for family in FAMILIES {
+            let ours = self.rule(family);
+            for rule in nl.list_rules(family).await? {
+                if rule == ours {
+                    continue;
+                }
+                if rule.priority == self.priority {
+                    return Err(RoutingError::PriorityTaken { priority: self.priority, rule: rule.to_string() });
+                }
+                if let Some((mark, mask)) = rule.fwmark {
+                    if mark & mask & self.mask != 0 {
+                        return Err(RoutingError::MarkTaken { mark: self.mark, rule: rule.to_string() });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the rules and blackholes that are missing; returns what it added.
+    /// On a failure, what this call added is taken back.
+    pub async fn install(&self, nl: &Netlink) -> Result<Vec<String>, RoutingError> {
+        let mut added: Vec<Change> = Vec::new();
+        let result = self.install_inner(nl, &mut added).await;
+        if result.is_err() {
+            for change in added.iter().rev() {
+                let _ = change.undo(nl).await;
+            }
+        }
+        result.map(|()| added.iter().map(ToString::to_string).collect())
+    }
+
+    async fn install_inner(&self, nl: &Netlink, added: &mut Vec<Change>) -> Result<(), RoutingError> {
+        for family in FAMILIES {
+            let route = self.blackhole(family);
+            match nl.add_route(&route).await {
+                Ok(()) => added.push(Change::Route(route)),
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+            let rule = self.rule(family);
+            if !nl.list_rules(family).await?.contains(&rule) {
+                nl.add_rule(&rule).await?;
+                added.push(Change::Rule(rule));
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-adds whatever another tool deleted (same as `install`, named for
+    /// the watcher that calls it).
+    pub async fn repair(&self, nl: &Netlink) -> Result<Vec<String>, RoutingError> {
+        self.install(nl).await
+    }
+
+    /// Removes the rules and blackholes; absent ones are not an error.
+    pub async fn remove(&self, nl: &Netlink) -> Result<(), RoutingError> {
+        for family in FAMILIES {
+            Change::Rule(self.rule(family)).undo(nl).await?;
+            Change::Route(self.blackhole(family)).undo(nl).await?;
+        }
+        Ok(())
+    }
+}
+
+enum Change {
+    Rule(Rule),
+    Route(Route),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Rule(r) => write!(f, "rule {r}"),
+            Change::Route(r) => write!(f, "route {r}"),
+        }
+    }
+}
+
+impl Change {
+    async fn undo(&self, nl: &Netlink) -> Result<(), NetlinkError> {
+        let r = match self {
+            Change::Rule(r) => nl.del_rule(r).await,
+            Change::Route(r) => nl.del_route(r).await,
+        };
+        match r {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::testns::TestNs;
+
+    fn policy() -> Policy {
+        Policy { table: DEFAULT_TABLE, priority: DEFAULT_PRIORITY, mark: 0x1000_0000, mask: 0x1000_0000 }
+    }
+
+    #[test]
+    fn install_is_idempotent_repairs_and_removes() {
+        let ns = TestNs::new();
+        let p = policy();
+        ns.block_on(|| async move {
+            let nl = Netlink::new().unwrap();
+            p.check_conflicts(&nl).await.unwrap();
+            assert_eq!(p.install(&nl).await.unwrap().len(), 4);
+            assert!(p.install(&nl).await.unwrap().is_empty(), "second install changes nothing");
+        });
+        let rules = ns.ip(&["rule", "show"]);
+        assert!(rules.contains("10318:\tfrom all fwmark 0x10000000/0x10000000 lookup 30318"), "{rules}");
+        let routes = ns.ip(&["route", "show", "table", "30318"]);
+        assert!(routes.contains("blackhole default"), "{routes}");
+        assert!(ns.ip(&["-6", "route", "show", "table", "30318"]).contains("blackhole default"));
+
+        // Another tool deletes the rule: repair puts it back.
+        ns.ip(&["rule", "del", "priority", "10318"]);
+        let repaired = ns.block_on(|| async move { p.repair(&Netlink::new().unwrap()).await.unwrap() });
+        assert_eq!(repaired.len(), 1, "{repaired:?}");
+        assert!(ns.ip(&["rule", "show"]).contains("lookup 30318"));
+
+        ns.block_on(|| async move {
+            let nl = Netlink::new().unwrap();
+            p.remove(&nl).await.unwrap();
+            p.remove(&nl).await.unwrap();
+        });
+        assert!(!ns.ip(&["rule", "show"]).contains("30318"));
+        assert!(!ns.ip(&["-6", "rule", "show"]).contains("30318"));
+        assert_eq!(ns.ip(&["route", "show", "table", "30318"]).trim(), "");
+    }
+
+    #[test]
+    fn conflicts_are_refused() {
+        let ns = TestNs::new();
+        ns.ip(&["rule", "add", "priority", "10318", "lookup", "100"]);
+        ns.ip(&["rule", "add", "priority", "20000", "fwmark", "0x10000000", "lookup", "200"]);
+        let p = policy();
+        let e = ns.block_on(|| async move { p.check_conflicts(&Netlink::new().unwrap()).await.unwrap_err() });
+        assert!(matches!(e, RoutingError::PriorityTaken { .. }), "{e}");
+        let p2 = Policy { priority: 10319, ..p };
+        let e = ns.block_on(|| async move { p2.check_conflicts(&Netlink::new().unwrap()).await.unwrap_err() });
+        assert!(matches!(e, RoutingError::MarkTaken { .. }), "{e}");
+        assert!(e.to_string().contains("--mark"));
+        let p3 = Policy { table: 254, ..p };
+        let e = ns.block_on(|| async move { p3.check_conflicts(&Netlink::new().unwrap()).await.unwrap_err() });
+        assert!(matches!(e, RoutingError::ForeignTable(254)));
+    }
+}
