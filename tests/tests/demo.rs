@@ -5,10 +5,22 @@ use std::process::Command;
 #[test]
 fn demo_shows_every_outcome_and_cleans_up() {
     netns_harness::require_root();
-    let out = Command::new(env!("CARGO_BIN_EXE_vpn-demo")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpn-demo"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("steered app left by the tunnel side (eth1): as expected"), "{text}");
-    assert!(text.contains("unsteered app left by the direct uplink (eth0): as expected"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("steered app left by the tunnel side (eth1): as expected"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unsteered app left by the direct uplink (eth0): as expected"),
+        "{text}"
+    );
     assert!(text.contains("everything torn down"), "{text}");
 }

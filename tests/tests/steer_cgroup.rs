@@ -4,7 +4,7 @@
 //!            client namespace                         direct namespace
 //!  ┌──────────────────────────────────────┐   ┌────────────────────────────┐
 //!  │ steered cgroup ─ socket mark M       │   │ 198.18.9.9 on lo           │
-//!  │ ip rule fwmark M/M lookup 30318      │   └────────────────────────────┘
+//!  │ vpn-ctl: fwmark M/M lookup 30318     │   └────────────────────────────┘
 //!  │ main:  198.18.9.0/24 via eth0 ───────┼── eth0 198.18.1.1 ── 198.18.1.2
 //!  │ 30318: 198.18.9.0/24 via eth1 ───────┼── eth1 198.18.2.1 ── 198.18.2.2
 //!  └──────────────────────────────────────┘   ┌────────────────────────────┐
@@ -70,18 +70,6 @@ fn world() -> World {
             TABLE,
         ])
         .unwrap();
-    client
-        .ip(&[
-            "rule",
-            "add",
-            "fwmark",
-            &format!("{MARK}/{MARK}"),
-            "lookup",
-            TABLE,
-            "priority",
-            "10318",
-        ])
-        .unwrap();
     World {
         client,
         _direct: direct,
@@ -91,8 +79,9 @@ fn world() -> World {
     }
 }
 
+/// vpn-ctl inside the client namespace: its policy routing lands there.
 fn vpn_ctl(w: &World) -> Command {
-    let mut c = Command::new(h::vpn_ctl_bin());
+    let mut c = w.client.command(h::vpn_ctl_bin());
     c.env("VPN_TUNNEL", "t0")
         .arg("--pin-root")
         .arg(w.pins.path())
@@ -108,6 +97,8 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print(hex(s.getsockopt(socket.SOL_SOCKET, 36)))
 s.sendto(b"vpn-probe", ("198.18.9.9", 9000))
 '"#;
+
+const SEND_ONLY: &str = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('198.18.9.9', 9000))";
 
 /// Which uplink a datagram from `cg` leaves by, and the socket's mark.
 fn probe(w: &World, cg: &Cgroup) -> (String, usize, usize) {
@@ -181,6 +172,15 @@ fn steered_cgroup_marks_sockets_and_follows_the_rule() {
 
     h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
     assert!(!w.pins.path().join("t0").exists(), "clear removes the pins");
+    assert!(
+        !w.client.ip(&["rule", "show"]).unwrap().contains("30318"),
+        "clear removes the rule"
+    );
+    assert!(!w
+        .client
+        .ip(&["route", "show", "table", TABLE])
+        .unwrap()
+        .contains("blackhole"));
 }
 
 #[test]
@@ -278,4 +278,65 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         String::from_utf8_lossy(&out.stderr).contains("invalid"),
         "{out:?}"
     );
+}
+
+#[test]
+fn steered_traffic_fails_closed_when_the_tunnel_route_is_gone() {
+    let w = world();
+    let steered = w.root.child("steered").unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    // The tunnel's route disappears (the daemon died, the TUN is gone): the
+    // blackhole in vpn's table keeps steered traffic off the direct uplink.
+    w.client
+        .ip(&["route", "del", "198.18.9.0/24", "table", TABLE])
+        .unwrap();
+    let c0 = Capture::start(&w.client, "eth0", "udp port 9000").unwrap();
+    let out = w
+        .client
+        .command_in("python3", Some(&steered))
+        .unwrap()
+        .args(["-c", SEND_ONLY])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "sendto must fail on the blackhole");
+    assert_eq!(
+        c0.finish().unwrap(),
+        Vec::<String>::new(),
+        "nothing leaves by the direct uplink"
+    );
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+}
+
+#[test]
+fn a_taken_rule_priority_is_refused_and_nothing_is_loaded() {
+    let w = world();
+    w.client
+        .ip(&["rule", "add", "priority", "10318", "lookup", "100"])
+        .unwrap();
+    let out = vpn_ctl(&w)
+        .args(["steer", "add", "cgroup"])
+        .arg(w.root.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("priority 10318 is taken") && err.contains("--priority"),
+        "{err}"
+    );
+    assert!(!w.pins.path().join("t0").exists());
+    // With another priority it works.
+    h::run(
+        vpn_ctl(&w)
+            .args(["--priority", "10400", "steer", "add", "cgroup"])
+            .arg(w.root.path()),
+    )
+    .unwrap();
+    assert!(w.client.ip(&["rule", "show"]).unwrap().contains("10400:"));
+    h::run(vpn_ctl(&w).args(["--priority", "10400", "steer", "clear"])).unwrap();
 }

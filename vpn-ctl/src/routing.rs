@@ -31,7 +31,9 @@ pub enum RoutingError {
     ForeignTable(u32),
     #[error("rule priority {priority} is taken by another rule ({rule}); choose another with --priority")]
     PriorityTaken { priority: u32, rule: String },
-    #[error("fwmark bit {mark:#x} is already used by another rule ({rule}); choose another with --mark")]
+    #[error(
+        "fwmark bit {mark:#x} is already used by another rule ({rule}); choose another with --mark"
+    )]
     MarkTaken { mark: u32, rule: String },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
@@ -51,13 +53,22 @@ const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 impl Policy {
     #[must_use]
     pub fn rule(&self, family: Family) -> Rule {
-        Rule { fwmark: Some((self.mark, self.mask)), ..Rule::lookup(family, self.priority, self.table) }
+        Rule {
+            fwmark: Some((self.mark, self.mask)),
+            ..Rule::lookup(family, self.priority, self.table)
+        }
     }
 
     #[must_use]
     pub fn blackhole(&self, family: Family) -> Route {
         let dst: IpAddr = default_dst(family);
-        Route { dst, prefix_len: 0, target: RouteTarget::Blackhole, table: self.table, metric: Some(BLACKHOLE_METRIC) }
+        Route {
+            dst,
+            prefix_len: 0,
+            target: RouteTarget::Blackhole,
+            table: self.table,
+            metric: Some(BLACKHOLE_METRIC),
+        }
     }
 
     /// Refuses a table, priority or mark bit that someone else already uses.
@@ -72,11 +83,17 @@ impl Policy {
                     continue;
                 }
                 if rule.priority == self.priority {
-                    return Err(RoutingError::PriorityTaken { priority: self.priority, rule: rule.to_string() });
+                    return Err(RoutingError::PriorityTaken {
+                        priority: self.priority,
+                        rule: rule.to_string(),
+                    });
                 }
                 if let Some((mark, mask)) = rule.fwmark {
                     if mark & mask & self.mask != 0 {
-                        return Err(RoutingError::MarkTaken { mark: self.mark, rule: rule.to_string() });
+                        return Err(RoutingError::MarkTaken {
+                            mark: self.mark,
+                            rule: rule.to_string(),
+                        });
                     }
                 }
             }
@@ -97,7 +114,11 @@ impl Policy {
         result.map(|()| added.iter().map(ToString::to_string).collect())
     }
 
-    async fn install_inner(&self, nl: &Netlink, added: &mut Vec<Change>) -> Result<(), RoutingError> {
+    async fn install_inner(
+        &self,
+        nl: &Netlink,
+        added: &mut Vec<Change>,
+    ) -> Result<(), RoutingError> {
         for family in FAMILIES {
             let route = self.blackhole(family);
             match nl.add_route(&route).await {
@@ -163,7 +184,12 @@ mod tests {
     use crate::netlink::testns::TestNs;
 
     fn policy() -> Policy {
-        Policy { table: DEFAULT_TABLE, priority: DEFAULT_PRIORITY, mark: 0x1000_0000, mask: 0x1000_0000 }
+        Policy {
+            table: DEFAULT_TABLE,
+            priority: DEFAULT_PRIORITY,
+            mark: 0x1000_0000,
+            mask: 0x1000_0000,
+        }
     }
 
     #[test]
@@ -174,17 +200,26 @@ mod tests {
             let nl = Netlink::new().unwrap();
             p.check_conflicts(&nl).await.unwrap();
             assert_eq!(p.install(&nl).await.unwrap().len(), 4);
-            assert!(p.install(&nl).await.unwrap().is_empty(), "second install changes nothing");
+            assert!(
+                p.install(&nl).await.unwrap().is_empty(),
+                "second install changes nothing"
+            );
         });
         let rules = ns.ip(&["rule", "show"]);
-        assert!(rules.contains("10318:\tfrom all fwmark 0x10000000/0x10000000 lookup 30318"), "{rules}");
+        assert!(
+            rules.contains("10318:\tfrom all fwmark 0x10000000/0x10000000 lookup 30318"),
+            "{rules}"
+        );
         let routes = ns.ip(&["route", "show", "table", "30318"]);
         assert!(routes.contains("blackhole default"), "{routes}");
-        assert!(ns.ip(&["-6", "route", "show", "table", "30318"]).contains("blackhole default"));
+        assert!(ns
+            .ip(&["-6", "route", "show", "table", "30318"])
+            .contains("blackhole default"));
 
         // Another tool deletes the rule: repair puts it back.
         ns.ip(&["rule", "del", "priority", "10318"]);
-        let repaired = ns.block_on(|| async move { p.repair(&Netlink::new().unwrap()).await.unwrap() });
+        let repaired =
+            ns.block_on(|| async move { p.repair(&Netlink::new().unwrap()).await.unwrap() });
         assert_eq!(repaired.len(), 1, "{repaired:?}");
         assert!(ns.ip(&["rule", "show"]).contains("lookup 30318"));
 
@@ -202,16 +237,40 @@ mod tests {
     fn conflicts_are_refused() {
         let ns = TestNs::new();
         ns.ip(&["rule", "add", "priority", "10318", "lookup", "100"]);
-        ns.ip(&["rule", "add", "priority", "20000", "fwmark", "0x10000000", "lookup", "200"]);
+        ns.ip(&[
+            "rule",
+            "add",
+            "priority",
+            "20000",
+            "fwmark",
+            "0x10000000",
+            "lookup",
+            "200",
+        ]);
         let p = policy();
-        let e = ns.block_on(|| async move { p.check_conflicts(&Netlink::new().unwrap()).await.unwrap_err() });
+        let e = ns.block_on(|| async move {
+            p.check_conflicts(&Netlink::new().unwrap())
+                .await
+                .unwrap_err()
+        });
         assert!(matches!(e, RoutingError::PriorityTaken { .. }), "{e}");
-        let p2 = Policy { priority: 10319, ..p };
-        let e = ns.block_on(|| async move { p2.check_conflicts(&Netlink::new().unwrap()).await.unwrap_err() });
+        let p2 = Policy {
+            priority: 10319,
+            ..p
+        };
+        let e = ns.block_on(|| async move {
+            p2.check_conflicts(&Netlink::new().unwrap())
+                .await
+                .unwrap_err()
+        });
         assert!(matches!(e, RoutingError::MarkTaken { .. }), "{e}");
         assert!(e.to_string().contains("--mark"));
         let p3 = Policy { table: 254, ..p };
-        let e = ns.block_on(|| async move { p3.check_conflicts(&Netlink::new().unwrap()).await.unwrap_err() });
+        let e = ns.block_on(|| async move {
+            p3.check_conflicts(&Netlink::new().unwrap())
+                .await
+                .unwrap_err()
+        });
         assert!(matches!(e, RoutingError::ForeignTable(254)));
     }
 }

@@ -23,7 +23,7 @@ use aya::{
 };
 use vpn_common::{names, Config, Stat, SteerAction, SteerRule};
 
-use crate::{cgroup, ebpf};
+use crate::{cgroup, ebpf, routing};
 
 /// vpn's default fwmark bit. wg-quick marks with 51820 (0xca6c) and Tailscale
 /// uses bits under 0xff0000; this bit is clear of both.
@@ -93,6 +93,9 @@ pub struct Options {
     pub attach_cgroup: PathBuf,
     pub mark: u32,
     pub mark_mask: u32,
+    /// vpn's routing table and the priority of its fwmark rule.
+    pub table: u32,
+    pub priority: u32,
 }
 
 impl Options {
@@ -104,12 +107,25 @@ impl Options {
             attach_cgroup: cgroup::cgroup2_mount()?,
             mark: DEFAULT_MARK,
             mark_mask: DEFAULT_MARK,
+            table: routing::DEFAULT_TABLE,
+            priority: routing::DEFAULT_PRIORITY,
         })
     }
 
     #[must_use]
     pub fn pin_dir(&self) -> PathBuf {
         self.pin_root.join(&self.tunnel)
+    }
+
+    /// The policy routing that sends this tunnel's marked traffic to its table.
+    #[must_use]
+    pub fn policy(&self) -> routing::Policy {
+        routing::Policy {
+            table: self.table,
+            priority: self.priority,
+            mark: self.mark,
+            mask: self.mark_mask,
+        }
     }
 }
 

@@ -5,14 +5,12 @@
 //! judged by tcpdump on the client's two interfaces. Everything is torn down
 //! on every exit path (the harness guards), Ctrl-C included.
 use std::{
-    process::{Command, ExitCode},
+    process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{bail, Result};
 use netns_harness::{self as h, Capture, Cgroup, Netns, PinRoot};
-
-const MARK: &str = "0x10000000";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -50,26 +48,54 @@ fn main() -> ExitCode {
 
 fn demo() -> Result<bool> {
     h::require_root();
-    step(1, "building the world: client (eth0 = direct uplink, eth1 = tunnel side), two far ends")?;
+    step(
+        1,
+        "building the world: client (eth0 = direct uplink, eth1 = tunnel side), two far ends",
+    )?;
     let client = Netns::new()?;
     let direct = Netns::new()?;
     let side = Netns::new()?;
-    h::veth(&client, "eth0", &["198.18.1.1/24"], &direct, "eth0", &["198.18.1.2/24"])?;
-    h::veth(&client, "eth1", &["198.18.2.1/24"], &side, "eth0", &["198.18.2.2/24"])?;
+    h::veth(
+        &client,
+        "eth0",
+        &["198.18.1.1/24"],
+        &direct,
+        "eth0",
+        &["198.18.1.2/24"],
+    )?;
+    h::veth(
+        &client,
+        "eth1",
+        &["198.18.2.1/24"],
+        &side,
+        "eth0",
+        &["198.18.2.2/24"],
+    )?;
     for ns in [&direct, &side] {
         ns.ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])?;
     }
     client.ip(&["route", "add", "198.18.9.0/24", "via", "198.18.1.2"])?;
-    client.ip(&["route", "add", "198.18.9.0/24", "via", "198.18.2.2", "table", "30318"])?;
-    client.ip(&["rule", "add", "fwmark", &format!("{MARK}/{MARK}"), "lookup", "30318", "priority", "10318"])?;
+    client.ip(&[
+        "route",
+        "add",
+        "198.18.9.0/24",
+        "via",
+        "198.18.2.2",
+        "table",
+        "30318",
+    ])?;
     let root = Cgroup::new()?;
     let app = root.child("app")?;
     let other = root.child("other")?;
     let pins = PinRoot::new()?;
 
-    step(2, &format!("vpn-ctl steer add cgroup {}", app.path().display()))?;
+    step(
+        2,
+        &format!("vpn-ctl steer add cgroup {}", app.path().display()),
+    )?;
     let out = h::run(
-        Command::new(h::vpn_ctl_bin())
+        client
+            .command(h::vpn_ctl_bin())
             .env("VPN_TUNNEL", "demo0")
             .arg("--pin-root")
             .arg(pins.path())
@@ -81,8 +107,14 @@ fn demo() -> Result<bool> {
     print!("    {out}");
 
     let mut ok = true;
-    for (n, cg, name, want_tunnel) in [(3, &app, "steered app", true), (4, &other, "unsteered app", false)] {
-        step(n, &format!("{name}: sending one datagram to 198.18.9.9:9000"))?;
+    for (n, cg, name, want_tunnel) in [
+        (3, &app, "steered app", true),
+        (4, &other, "unsteered app", false),
+    ] {
+        step(
+            n,
+            &format!("{name}: sending one datagram to 198.18.9.9:9000"),
+        )?;
         let c0 = Capture::start(&client, "eth0", "udp port 9000")?;
         let c1 = Capture::start(&client, "eth1", "udp port 9000")?;
         client.sh_in(cg, "exec bash -c 'echo probe > /dev/udp/198.18.9.9/9000'")?;
@@ -92,14 +124,22 @@ fn demo() -> Result<bool> {
             (1, 0) => "the direct uplink (eth0)",
             _ => "an unexpected way",
         };
-        let good = if want_tunnel { (p0, p1) == (0, 1) } else { (p0, p1) == (1, 0) };
+        let good = if want_tunnel {
+            (p0, p1) == (0, 1)
+        } else {
+            (p0, p1) == (1, 0)
+        };
         ok &= good;
-        println!("    {name} left by {went}: {}", if good { "as expected" } else { "WRONG" });
+        println!(
+            "    {name} left by {went}: {}",
+            if good { "as expected" } else { "WRONG" }
+        );
     }
 
     step(5, "vpn-ctl steer clear; tearing the world down")?;
     h::run(
-        Command::new(h::vpn_ctl_bin())
+        client
+            .command(h::vpn_ctl_bin())
             .env("VPN_TUNNEL", "demo0")
             .arg("--pin-root")
             .arg(pins.path())

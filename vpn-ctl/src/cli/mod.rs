@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use vpn_ctl::{
-    cgroup,
+    cgroup, routing,
     steer::{Options, DEFAULT_MARK},
 };
 
@@ -32,6 +32,12 @@ pub struct Cli {
     /// fwmark bit given to steered traffic (also used as its mask).
     #[arg(long, global = true, value_parser = parse_u32, default_value_t = DEFAULT_MARK)]
     mark: u32,
+    /// vpn's routing table for steered traffic.
+    #[arg(long, global = true, default_value_t = routing::DEFAULT_TABLE)]
+    table: u32,
+    /// Priority of vpn's fwmark rule.
+    #[arg(long, global = true, default_value_t = routing::DEFAULT_PRIORITY)]
+    priority: u32,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -92,6 +98,8 @@ fn options(cli: &Cli) -> Result<Options> {
         attach_cgroup,
         mark: cli.mark,
         mark_mask: cli.mark,
+        table: cli.table,
+        priority: cli.priority,
     })
 }
 

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use vpn_common::SteerAction;
 use vpn_ctl::{
     cgroup,
+    netlink::Netlink,
     steer::{Options, Steering},
 };
 
@@ -47,6 +48,42 @@ fn cgroup_selector(path: &std::path::Path) -> Result<(PathBuf, u64)> {
     Ok((dir, id))
 }
 
+/// Runs one netlink job on a throwaway current-thread runtime.
+fn with_netlink<T>(f: impl AsyncFnOnce(&Netlink) -> Result<T>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let nl = Netlink::new()?;
+        f(&nl).await
+    })
+}
+
+/// Loads steering if needed and makes sure its policy routing is in place.
+/// A first load that fails half-way is rolled back completely.
+fn ensure_loaded(opts: &Options) -> Result<Steering> {
+    let policy = opts.policy();
+    let fresh = !Steering::is_loaded(opts);
+    if fresh {
+        with_netlink(async |nl| Ok(policy.check_conflicts(nl).await?))?;
+    }
+    let (s, _) = Steering::open_or_load(opts)?;
+    match with_netlink(async |nl| Ok(policy.install(nl).await?)) {
+        Ok(added) => {
+            for a in added {
+                log::info!("added {a}");
+            }
+            Ok(s)
+        }
+        Err(e) => {
+            if fresh {
+                let _ = Steering::unload(opts);
+            }
+            Err(e)
+        }
+    }
+}
+
 pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
     match cmd {
         SteerCmd::Add {
@@ -54,16 +91,17 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
             exclude,
         } => {
             let (dir, id) = cgroup_selector(&path)?;
-            let (mut s, loaded) = Steering::open_or_load(opts)?;
+            let fresh = !Steering::is_loaded(opts);
+            let mut s = ensure_loaded(opts)?;
             let action = if exclude {
                 SteerAction::Exclude
             } else {
                 SteerAction::Include
             };
             if let Err(e) = s.add_cgroup(id, action) {
-                if loaded {
+                if fresh {
                     // Leave nothing half-configured behind a failed first add.
-                    let _ = Steering::unload(opts);
+                    let _ = clear(opts);
                 }
                 return Err(e.into());
             }
@@ -129,7 +167,7 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
             }
         }
         SteerCmd::Clear => {
-            if Steering::unload(opts)? {
+            if clear(opts)? {
                 println!("tunnel {}: steering removed", opts.tunnel);
             } else {
                 println!("tunnel {}: nothing to remove", opts.tunnel);
@@ -137,6 +175,13 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the tunnel's steering and its policy routing.
+fn clear(opts: &Options) -> Result<bool> {
+    let policy = opts.policy();
+    with_netlink(async |nl| Ok(policy.remove(nl).await?))?;
+    Ok(Steering::unload(opts)?)
 }
 
 pub fn watch(opts: &Options) -> Result<()> {
