@@ -1,5 +1,6 @@
 //! `cargo xtask`: the one entry point for setting up, building, testing and
 //! demonstrating vpn on a fresh Linux machine.
+mod bench;
 mod setup;
 
 use std::{
@@ -32,6 +33,11 @@ enum Cmd {
     },
     /// Set up, build, and run the self-contained demo in network namespaces.
     Run,
+    /// Benchmarks, printed side by side as ratios (see DESIGN.md, Benchmarks).
+    Bench {
+        #[command(subcommand)]
+        what: bench::What,
+    },
 }
 
 fn main() -> Result<()> {
@@ -54,6 +60,7 @@ fn main() -> Result<()> {
             build()?;
             demo()
         }
+        Cmd::Bench { what } => bench::run(what),
     }
 }
 
