@@ -340,3 +340,110 @@ fn a_taken_rule_priority_is_refused_and_nothing_is_loaded() {
     assert!(w.client.ip(&["rule", "show"]).unwrap().contains("10400:"));
     h::run(vpn_ctl(&w).args(["--priority", "10400", "steer", "clear"])).unwrap();
 }
+
+/// A process that holds a socket from before it is steered, then sends one
+/// datagram from a new socket once `go` exists, printing that socket's mark.
+const LATE_SENDER: &str = r#"
+import os, socket, sys, time
+old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+old.bind(("127.0.0.1", 0))
+print("ready", flush=True)
+deadline = time.time() + 20
+while not os.path.exists(sys.argv[1]) and time.time() < deadline:
+    time.sleep(0.05)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print(hex(s.getsockopt(socket.SOL_SOCKET, 36)), flush=True)
+s.sendto(b"vpn-probe", ("198.18.9.9", 9000))
+print("sent", flush=True)
+"#;
+
+#[test]
+fn a_running_process_is_moved_in_and_back_out() {
+    let w = world();
+    let plain = w.root.child("plain").unwrap();
+    let go = std::env::temp_dir().join(format!("{}-go", h::unique()));
+    let mut cmd = w.client.command_in("python3", Some(&plain)).unwrap();
+    cmd.args(["-c", LATE_SENDER]).arg(&go);
+    let mut p = Daemon::spawn(&mut cmd).unwrap();
+    p.wait_for("ready", Duration::from_secs(10)).unwrap();
+    let pid = p.pid().to_string();
+
+    let out = h::run(vpn_ctl(&w).args(["steer", "add", "pid", &pid])).unwrap();
+    assert!(out.contains(&format!("pid {pid} moved into")), "{out}");
+    assert!(
+        out.contains("1 socket(s) opened before") && out.contains("udp 127.0.0.1:"),
+        "{out}"
+    );
+    let managed = w.root.path().join("vpn-t0");
+    assert!(std::fs::read_to_string(managed.join("cgroup.procs"))
+        .unwrap()
+        .contains(&pid));
+
+    // del moves it back where it came from.
+    h::run(vpn_ctl(&w).args(["steer", "del", "pid", &pid])).unwrap();
+    assert!(std::fs::read_to_string(plain.path().join("cgroup.procs"))
+        .unwrap()
+        .contains(&pid));
+    h::run(vpn_ctl(&w).args(["steer", "add", "pid", &pid])).unwrap();
+
+    let c0 = Capture::start(&w.client, "eth0", "udp port 9000").unwrap();
+    let c1 = Capture::start(&w.client, "eth1", "udp port 9000").unwrap();
+    std::fs::write(&go, "").unwrap();
+    p.wait_for("sent", Duration::from_secs(10)).unwrap();
+    let (p0, p1) = (c0.finish().unwrap(), c1.finish().unwrap());
+    let _ = std::fs::remove_file(&go);
+    assert!(p.stdout().contains(MARK), "{}", p.stdout());
+    assert_eq!(
+        (p0.len(), p1.len()),
+        (0, 1),
+        "new socket of the moved process goes by the tunnel side"
+    );
+
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+    assert!(!managed.exists(), "clear removes vpn's cgroup");
+}
+
+#[test]
+fn exec_runs_a_command_steered() {
+    let w = world();
+    let c0 = Capture::start(&w.client, "eth0", "udp port 9000").unwrap();
+    let c1 = Capture::start(&w.client, "eth1", "udp port 9000").unwrap();
+    let out = h::run(
+        vpn_ctl(&w).args(["exec", "--", "python3", "-c"]).arg(
+            SEND.trim_start_matches("python3 -c '")
+                .trim_end_matches('\''),
+        ),
+    )
+    .unwrap();
+    let (p0, p1) = (c0.finish().unwrap(), c1.finish().unwrap());
+    assert_eq!(out.trim(), MARK);
+    assert_eq!((p0.len(), p1.len()), (0, 1));
+    let out = vpn_ctl(&w)
+        .args(["exec", "--", "/no/such/program"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("running /no/such/program"),
+        "{out:?}"
+    );
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+    assert!(!w.root.path().join("vpn-t0").exists());
+}
+
+#[test]
+fn steering_a_missing_pid_is_a_clear_error() {
+    let w = world();
+    let out = vpn_ctl(&w)
+        .args(["steer", "add", "pid", "999999999"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("process 999999999 does not exist"),
+        "{out:?}"
+    );
+    assert!(!w.pins.path().join("t0").exists(), "nothing loaded");
+    assert!(
+        !w.client.ip(&["rule", "show"]).unwrap().contains("30318"),
+        "no rule left"
+    );
+}

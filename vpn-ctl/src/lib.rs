@@ -9,6 +9,7 @@ pub mod ebpf;
 pub mod keys;
 pub mod netlink;
 pub mod noise;
+pub mod process;
 pub mod routing;
 pub mod steer;
 pub mod tun;

@@ -51,6 +51,11 @@ enum Cmd {
     },
     /// Stream what the kernel programs do (aya-log lines) until Ctrl-C.
     Watch,
+    /// Run a command steered into the tunnel: `vpn-ctl exec -- curl ...`.
+    Exec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -108,5 +113,6 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Steer { cmd } => steer::steer(&opts, cmd),
         Cmd::Watch => steer::watch(&opts),
+        Cmd::Exec { command } => steer::exec(&opts, &command),
     }
 }

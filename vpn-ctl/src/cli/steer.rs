@@ -7,6 +7,7 @@ use vpn_common::SteerAction;
 use vpn_ctl::{
     cgroup,
     netlink::Netlink,
+    process,
     steer::{Options, Steering},
 };
 
@@ -39,6 +40,9 @@ pub enum Selector {
     /// A cgroup v2 path (absolute, or relative to the cgroup v2 mount); its
     /// descendants are covered too.
     Cgroup { path: PathBuf },
+    /// A running process: moved into vpn's cgroup for the tunnel, so its new
+    /// sockets (and its future children) are steered; `del` moves it back.
+    Pid { pid: u32 },
 }
 
 fn cgroup_selector(path: &std::path::Path) -> Result<(PathBuf, u64)> {
@@ -86,6 +90,45 @@ fn ensure_loaded(opts: &Options) -> Result<Steering> {
 
 pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
     match cmd {
+        SteerCmd::Add {
+            selector: Selector::Pid { pid },
+            exclude,
+        } => {
+            let fresh = !Steering::is_loaded(opts);
+            let mut s = ensure_loaded(opts)?;
+            let action = if exclude {
+                SteerAction::Exclude
+            } else {
+                SteerAction::Include
+            };
+            let old = match process::steer_pid(opts, &mut s, pid, action) {
+                Ok(old) => old,
+                Err(e) => {
+                    if fresh {
+                        let _ = clear(opts);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let verb = if exclude { "excluded" } else { "steered" };
+            println!(
+                "{verb}: pid {pid} moved into {} on tunnel {}",
+                process::managed_cgroup(opts, action).display(),
+                opts.tunnel
+            );
+            if !old.is_empty() {
+                println!("  {} socket(s) opened before keep their old route (restart those connections):", old.len());
+                for so in old {
+                    println!("    {} {} -> {}", so.proto, so.local, so.remote);
+                }
+            }
+        }
+        SteerCmd::Del {
+            selector: Selector::Pid { pid },
+        } => {
+            let back = process::unsteer_pid(opts, pid)?;
+            println!("removed: pid {pid}, back in {}", back.display());
+        }
         SteerCmd::Add {
             selector: Selector::Cgroup { path },
             exclude,
@@ -179,6 +222,7 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
 
 /// Removes the tunnel's steering and its policy routing.
 fn clear(opts: &Options) -> Result<bool> {
+    process::remove_managed(opts)?;
     let policy = opts.policy();
     with_netlink(async |nl| Ok(policy.remove(nl).await?))?;
     Ok(Steering::unload(opts)?)
@@ -224,4 +268,20 @@ async fn sigterm() {
         }
         Err(_) => std::future::pending().await,
     }
+}
+
+/// `vpn-ctl exec -- CMD ARGS...`: runs a command steered. It joins vpn's
+/// cgroup for the tunnel and then becomes the command, so the command and
+/// everything it starts is steered from its first socket on.
+pub fn exec(opts: &Options, argv: &[std::ffi::OsString]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = argv
+        .split_first()
+        .context("exec needs a command: vpn-ctl exec -- CMD ARGS...")?;
+    let mut s = ensure_loaded(opts)?;
+    let dir = process::ensure_managed(opts, &mut s, SteerAction::Include)?;
+    drop(s);
+    cgroup::move_pid(&dir, std::process::id())?;
+    let err = std::process::Command::new(program).args(args).exec();
+    Err(anyhow::Error::new(err).context(format!("running {}", program.to_string_lossy())))
 }
