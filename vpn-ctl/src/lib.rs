@@ -6,6 +6,7 @@ pub mod allowed_ips;
 pub mod cgroup;
 pub mod config;
 pub mod ebpf;
+pub mod guard;
 pub mod keys;
 pub mod netlink;
 pub mod noise;

@@ -5,6 +5,12 @@
 
 mod maps;
 mod sock_create;
+// Uplink guard and forwarded-source classifier.
+mod guard_maps;
+mod owner;
+mod packet;
+mod tc_guard;
+mod tc_ingress;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -21,6 +21,7 @@ pub fn vpn_sock_create(ctx: SockContext) -> i32 {
 
 fn try_sock_create(ctx: &SockContext) {
     count(Stat::SocketsSeen);
+    crate::owner::record(ctx);
     let Some(cfg) = config() else { return };
     let Some((cgroup, rule)) = lookup_cgroup_rule() else {
         return;
