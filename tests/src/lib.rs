@@ -152,6 +152,17 @@ impl Netns {
         program: impl AsRef<std::ffi::OsStr>,
         cgroup: Option<&Cgroup>,
     ) -> Result<Command> {
+        self.command_as(program, cgroup, None)
+    }
+
+    /// Like [`command_in`](Self::command_in), and as this uid (and gid):
+    /// switched after entering the namespace, which needs root.
+    pub fn command_as(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        cgroup: Option<&Cgroup>,
+        uid: Option<u32>,
+    ) -> Result<Command> {
         let ns = File::open(self.path())
             .with_context(|| format!("opening {}", self.path().display()))?;
         let procs = match cgroup {
@@ -176,6 +187,14 @@ impl Netns {
                 }
                 if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(uid) = uid {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(uid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

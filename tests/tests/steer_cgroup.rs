@@ -447,3 +447,198 @@ fn steering_a_missing_pid_is_a_clear_error() {
         "no rule left"
     );
 }
+
+#[test]
+fn uid_steering_marks_every_socket_of_that_user() {
+    let w = world();
+    let other = w.root.child("other").unwrap();
+    h::run(vpn_ctl(&w).args(["steer", "add", "uid", "4242"])).unwrap();
+    let send_as = |uid: u32| {
+        let c0 = Capture::start(&w.client, "eth0", "udp port 9000").unwrap();
+        let c1 = Capture::start(&w.client, "eth1", "udp port 9000").unwrap();
+        let mut cmd = w
+            .client
+            .command_as("/usr/bin/python3", Some(&other), Some(uid))
+            .unwrap();
+        let mark = h::run(
+            cmd.args([
+                "-c",
+                SEND.trim_start_matches("python3 -c '")
+                    .trim_end_matches('\''),
+            ]),
+        )
+        .unwrap();
+        (
+            mark.trim().to_owned(),
+            c0.finish().unwrap().len(),
+            c1.finish().unwrap().len(),
+        )
+    };
+    assert_eq!(
+        send_as(4242),
+        (MARK.to_owned(), 0, 1),
+        "uid 4242 is steered"
+    );
+    assert_eq!(
+        send_as(4343),
+        ("0x0".to_owned(), 1, 0),
+        "another uid is not"
+    );
+    let list = h::run(vpn_ctl(&w).args(["steer", "list", "--json"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["uids"][0]["uid"], 4242, "{list}");
+    assert!(
+        v["stats"]["sockets_marked_by_uid"].as_u64().unwrap() >= 1,
+        "{list}"
+    );
+    h::run(vpn_ctl(&w).args(["steer", "del", "uid", "4242"])).unwrap();
+    assert_eq!(send_as(4242).0, "0x0");
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+}
+
+/// Answers every DNS-port query (UDP and TCP) with its own name.
+const RESOLVER: &str = r#"
+import socket, sys, threading
+addr, name = sys.argv[1], sys.argv[2].encode()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((addr, 53))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind((addr, 53)); t.listen(8)
+def tcp():
+    while True:
+        c, _ = t.accept(); c.recv(512); c.sendall(name); c.close()
+threading.Thread(target=tcp, daemon=True).start()
+print("listening", flush=True)
+while True:
+    _, peer = u.recvfrom(512); u.sendto(name, peer)
+"#;
+
+/// Asks 127.0.0.53:53 over UDP and over TCP; prints both answers.
+const ASK_STUB: &str = r#"
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)
+u.connect(("127.0.0.53", 53)); u.send(b"q"); a = u.recv(512).decode()
+t = socket.create_connection(("127.0.0.53", 53), timeout=3); t.send(b"q"); b = t.recv(512).decode()
+print(a, b)
+"#;
+
+#[test]
+fn steered_dns_goes_to_the_tunnel_resolver_not_the_local_stub() {
+    let w = world();
+    w._side
+        .ip(&["addr", "add", "198.18.9.53/32", "dev", "lo"])
+        .unwrap();
+    let mut local =
+        Daemon::spawn(
+            w.client
+                .command("python3")
+                .args(["-c", RESOLVER, "127.0.0.53", "local"]),
+        )
+        .unwrap();
+    let mut remote =
+        Daemon::spawn(
+            w._side
+                .command("python3")
+                .args(["-c", RESOLVER, "198.18.9.53", "tunnel"]),
+        )
+        .unwrap();
+    local
+        .wait_for("listening", Duration::from_secs(10))
+        .unwrap();
+    remote
+        .wait_for("listening", Duration::from_secs(10))
+        .unwrap();
+    let steered = w.root.child("steered").unwrap();
+    let plain = w.root.child("plain").unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    let out = h::run(vpn_ctl(&w).args(["steer", "dns", "198.18.9.53"])).unwrap();
+    assert!(out.contains("dns 198.18.9.53"), "{out}");
+
+    let ask = |cg: &Cgroup| {
+        h::run(
+            w.client
+                .command_in("python3", Some(cg))
+                .unwrap()
+                .args(["-c", ASK_STUB]),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        ask(&steered).trim(),
+        "tunnel tunnel",
+        "steered: UDP and TCP DNS answered by the tunnel's resolver"
+    );
+    assert_eq!(
+        ask(&plain).trim(),
+        "local local",
+        "unsteered: the local stub"
+    );
+
+    let list = h::run(vpn_ctl(&w).args(["steer", "list", "--json"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["stats"]["dns_redirected"], 2, "{list}");
+    assert_eq!(v["dns4"], "198.18.9.53");
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+}
+
+/// Tries a TCP connect to an IPv6 address; prints the errno name.
+const CONNECT6: &str = r#"
+import errno, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); s.settimeout(3)
+try:
+    s.connect((sys.argv[1], 80)); print("connected")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+"#;
+
+#[test]
+fn steered_ipv6_is_refused_at_once_when_the_tunnel_has_none() {
+    let w = world();
+    // The client has IPv6 on its direct uplink: the leak the hook prevents.
+    w.client
+        .ip(&["-6", "addr", "add", "fd00:18::1/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    w._direct
+        .ip(&["-6", "addr", "add", "fd00:18::2/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    let steered = w.root.child("steered").unwrap();
+    let plain = w.root.child("plain").unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    let c0 = Capture::start(&w.client, "eth0", "ip6 and tcp").unwrap();
+    let try6 = |cg: &Cgroup| {
+        h::run(w.client.command_in("python3", Some(cg)).unwrap().args([
+            "-c",
+            CONNECT6,
+            "fd00:18::2",
+        ]))
+        .unwrap()
+    };
+    assert_eq!(try6(&steered).trim(), "EPERM", "refused at connect");
+    assert_eq!(
+        c0.finish().unwrap(),
+        Vec::<String>::new(),
+        "no IPv6 left by the uplink"
+    );
+    assert_eq!(
+        try6(&plain).trim(),
+        "ECONNREFUSED",
+        "unsteered IPv6 reaches the direct host"
+    );
+    // Once the tunnel carries IPv6, steered IPv6 follows vpn's table (here
+    // the blackhole, as no IPv6 tunnel route exists): never the uplink.
+    h::run(vpn_ctl(&w).args(["steer", "ipv6", "on"])).unwrap();
+    assert_ne!(try6(&steered).trim(), "connected");
+    let list = h::run(vpn_ctl(&w).args(["steer", "list", "--json"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["stats"]["ipv6_refused"], 1, "{list}");
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+}

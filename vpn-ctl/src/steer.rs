@@ -17,11 +17,13 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
-        CgroupAttachMode, CgroupSock, ProgramError, ProgramInfo,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, ProgramInfo,
     },
     EbpfLoader,
 };
-use vpn_common::{names, Config, Stat, SteerAction, SteerRule};
+use vpn_common::{
+    names, sock_names, Config, SockAddrStat, Stat, SteerAction, SteerRule, TunnelInfo,
+};
 
 use crate::{cgroup, ebpf, routing};
 
@@ -142,6 +144,9 @@ pub struct Steering {
     config: Array<MapData, Config>,
     cgroups: HashMap<MapData, u64, SteerRule>,
     stats: PerCpuArray<MapData, u64>,
+    tunnel_info: Array<MapData, TunnelInfo>,
+    uids: HashMap<MapData, u32, SteerRule>,
+    sockaddr_stats: PerCpuArray<MapData, u64>,
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SteerError + 'a {
@@ -218,6 +223,12 @@ impl Steering {
             cgroups: HashMap::try_from(open(names::STEER_CGROUPS)?)
                 .map_err(map_err(names::STEER_CGROUPS))?,
             stats: PerCpuArray::try_from(open(names::STATS)?).map_err(map_err(names::STATS))?,
+            tunnel_info: Array::try_from(open(sock_names::TUNNEL_INFO)?)
+                .map_err(map_err(sock_names::TUNNEL_INFO))?,
+            uids: HashMap::try_from(open(sock_names::STEER_UIDS)?)
+                .map_err(map_err(sock_names::STEER_UIDS))?,
+            sockaddr_stats: PerCpuArray::try_from(open(sock_names::SOCKADDR_STATS)?)
+                .map_err(map_err(sock_names::SOCKADDR_STATS))?,
             dir,
         })
     }
@@ -272,6 +283,23 @@ impl Steering {
             .set(0, config, 0)
             .map_err(map_err("writing config"))?;
 
+        let info = TunnelInfo::default();
+        let mut tunnel_info: Array<MapData, TunnelInfo> =
+            Array::try_from(take_pinned(sock_names::TUNNEL_INFO)?)
+                .map_err(map_err(sock_names::TUNNEL_INFO))?;
+        tunnel_info
+            .set(0, info, 0)
+            .map_err(map_err("writing tunnel info"))?;
+        let uids: HashMap<MapData, u32, SteerRule> =
+            HashMap::try_from(take_pinned(sock_names::STEER_UIDS)?)
+                .map_err(map_err(sock_names::STEER_UIDS))?;
+        let sockaddr_stats: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(take_pinned(sock_names::SOCKADDR_STATS)?)
+                .map_err(map_err(sock_names::SOCKADDR_STATS))?;
+
+        let cg = fs::File::open(&opts.attach_cgroup)
+            .map_err(io_err("opening cgroup", &opts.attach_cgroup))?;
+        let at = opts.attach_cgroup.display();
         let prog: &mut CgroupSock = bpf
             .program_mut(names::PROG_SOCK_CREATE)
             .ok_or(SteerError::Missing(names::PROG_SOCK_CREATE))?
@@ -280,34 +308,39 @@ impl Steering {
         prog.load().map_err(prog_err(
             "loading cgroup/sock_create (is CONFIG_CGROUP_BPF on?)",
         ))?;
-        let cg = fs::File::open(&opts.attach_cgroup)
-            .map_err(io_err("opening cgroup", &opts.attach_cgroup))?;
         let link_id = prog
             .attach(cg.as_fd(), CgroupAttachMode::Single)
-            .map_err(prog_err(format!(
-                "attaching cgroup/sock_create to {}",
-                opts.attach_cgroup.display()
-            )))?;
+            .map_err(prog_err(format!("attaching cgroup/sock_create to {at}")))?;
         let link = prog
             .take_link(link_id)
             .map_err(prog_err("taking the sock_create link"))?;
-        let link = FdLink::try_from(link).map_err(|source| SteerError::Link {
-            what: "sock_create link is not a bpf_link (vpn needs Linux >= 5.7)",
-            source,
-        })?;
-        prog.pin(dir.join(PIN_PROG_SOCK_CREATE))
-            .map_err(|source| SteerError::Pin {
-                what: PIN_PROG_SOCK_CREATE.into(),
-                source,
-            })?;
-        let pinned: PinnedLink =
-            link.pin(dir.join(PIN_LINK_SOCK_CREATE))
-                .map_err(|source| SteerError::Pin {
-                    what: PIN_LINK_SOCK_CREATE.into(),
-                    source,
-                })?;
-        // Dropping our handle leaves the pin (and so the attachment) in place.
-        drop(pinned);
+        pin_program(
+            prog.pin(dir.join(PIN_PROG_SOCK_CREATE)),
+            PIN_PROG_SOCK_CREATE,
+        )?;
+        pin_link(link.try_into(), dir, PIN_LINK_SOCK_CREATE)?;
+
+        for name in [
+            sock_names::PROG_CONNECT4,
+            sock_names::PROG_CONNECT6,
+            sock_names::PROG_SENDMSG4,
+            sock_names::PROG_SENDMSG6,
+        ] {
+            let prog: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .ok_or(SteerError::Missing(name))?
+                .try_into()
+                .map_err(prog_err(name))?;
+            prog.load().map_err(prog_err(format!("loading {name}")))?;
+            let link_id = prog
+                .attach(cg.as_fd(), CgroupAttachMode::Single)
+                .map_err(prog_err(format!("attaching {name} to {at}")))?;
+            let link = prog
+                .take_link(link_id)
+                .map_err(prog_err(format!("taking the {name} link")))?;
+            pin_program(prog.pin(dir.join(format!("prog_{name}"))), name)?;
+            pin_link(link.try_into(), dir, &format!("link_{name}"))?;
+        }
         log::info!(
             "steering for {} loaded: cgroup/sock_create on {}, pinned at {}",
             opts.tunnel,
@@ -319,6 +352,9 @@ impl Steering {
             config: config_map,
             cgroups,
             stats,
+            tunnel_info,
+            uids,
+            sockaddr_stats,
         })
     }
 
@@ -375,15 +411,69 @@ impl Steering {
         let mut rules = Vec::new();
         for item in self.cgroups.iter() {
             let (cgroup_id, rule) = item.map_err(map_err("listing cgroups"))?;
-            let action = match SteerAction::from_u32(rule.action) {
-                Some(SteerAction::Include) => "include",
-                Some(SteerAction::Exclude) => "exclude",
-                None => "unknown",
-            };
-            rules.push(CgroupRule { cgroup_id, action });
+            rules.push(CgroupRule {
+                cgroup_id,
+                action: action_name(rule.action),
+            });
         }
         rules.sort_by_key(|r| r.cgroup_id);
         Ok(rules)
+    }
+
+    pub fn add_uid(&mut self, uid: u32, action: SteerAction) -> Result<(), SteerError> {
+        let rule = SteerRule {
+            action: action as u32,
+            tunnel: 0,
+        };
+        self.uids
+            .insert(uid, rule, 0)
+            .map_err(map_err(format!("adding uid {uid}")))
+    }
+
+    /// Returns whether the uid was steered.
+    pub fn del_uid(&mut self, uid: u32) -> Result<bool, SteerError> {
+        match self.uids.remove(&uid) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err(format!("removing uid {uid}"))(e)),
+        }
+    }
+
+    pub fn uids(&self) -> Result<Vec<(u32, &'static str)>, SteerError> {
+        let mut out = Vec::new();
+        for item in self.uids.iter() {
+            let (uid, rule) = item.map_err(map_err("listing uids"))?;
+            out.push((uid, action_name(rule.action)));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    pub fn tunnel_info(&self) -> Result<TunnelInfo, SteerError> {
+        self.tunnel_info
+            .get(&0, 0)
+            .map_err(map_err("reading tunnel info"))
+    }
+
+    /// Tells the per-process hooks the tunnel's resolvers and families.
+    pub fn set_tunnel_info(&mut self, info: TunnelInfo) -> Result<(), SteerError> {
+        self.tunnel_info
+            .set(0, info, 0)
+            .map_err(map_err("writing tunnel info"))
+    }
+
+    /// Counters of the per-process hooks summed over CPUs.
+    pub fn sockaddr_stats(&self) -> Result<Vec<(SockAddrStat, u64)>, SteerError> {
+        SockAddrStat::ALL
+            .iter()
+            .map(|&s| {
+                let v = self
+                    .sockaddr_stats
+                    .get(&(s as u32), 0)
+                    .map_err(map_err("reading stats"))?;
+                Ok((s, v.iter().sum()))
+            })
+            .collect()
     }
 
     /// Counters summed over CPUs, in [`Stat::ALL`] order.
@@ -407,6 +497,39 @@ impl Steering {
             .map_err(prog_err("reading the pinned sock_create"))?;
         Ok(info.id())
     }
+}
+
+fn action_name(action: u32) -> &'static str {
+    match SteerAction::from_u32(action) {
+        Some(SteerAction::Include) => "include",
+        Some(SteerAction::Exclude) => "exclude",
+        None => "unknown",
+    }
+}
+
+fn pin_program(r: Result<(), aya::pin::PinError>, what: &str) -> Result<(), SteerError> {
+    r.map_err(|source| SteerError::Pin {
+        what: format!("program {what}"),
+        source,
+    })
+}
+
+/// Pins a program's link; dropping our handle then leaves it attached.
+fn pin_link(
+    link: Result<FdLink, aya::programs::links::LinkError>,
+    dir: &Path,
+    name: &str,
+) -> Result<(), SteerError> {
+    let link = link.map_err(|source| SteerError::Link {
+        what: "the link is not a bpf_link (vpn needs Linux >= 5.7)",
+        source,
+    })?;
+    let pinned: PinnedLink = link.pin(dir.join(name)).map_err(|source| SteerError::Pin {
+        what: name.to_owned(),
+        source,
+    })?;
+    drop(pinned);
+    Ok(())
 }
 
 fn remove_pins(dir: &Path) -> io::Result<()> {

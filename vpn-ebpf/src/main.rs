@@ -4,6 +4,8 @@
 #![no_main]
 
 mod maps;
+mod process_maps;
+mod sock_addr;
 mod sock_create;
 // Uplink guard and forwarded-source classifier.
 mod guard_maps;

@@ -1,14 +1,20 @@
 //! `cgroup/sock_create`: gives the sockets of processes in steered cgroups
 //! vpn's fwmark, so `ip rule fwmark M/MASK lookup T` sends them to the tunnel.
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+    helpers::{
+        bpf_get_current_uid_gid,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+    },
     macros::cgroup_sock,
     programs::SockContext,
 };
 use aya_log_ebpf::info;
-use vpn_common::{Stat, SteerAction, SteerRule, MAX_CGROUP_DEPTH};
+use vpn_common::{SockAddrStat, Stat, SteerAction, SteerRule, MAX_CGROUP_DEPTH};
 
-use crate::maps::{config, count, STEER_CGROUPS};
+use crate::{
+    maps::{config, count, STEER_CGROUPS},
+    process_maps::{self, uid_rule},
+};
 
 /// Allow the socket; sock_create programs only ever allow (1) or deny (0).
 const ALLOW: i32 = 1;
@@ -23,8 +29,16 @@ fn try_sock_create(ctx: &SockContext) {
     count(Stat::SocketsSeen);
     crate::owner::record(ctx);
     let Some(cfg) = config() else { return };
-    let Some((cgroup, rule)) = lookup_cgroup_rule() else {
-        return;
+    // A cgroup rule is the more specific one; a uid rule applies otherwise.
+    let (cgroup, rule, by_uid) = match lookup_cgroup_rule() {
+        Some((cgroup, rule)) => (cgroup, rule, None),
+        None => {
+            let uid = bpf_get_current_uid_gid() as u32;
+            match uid_rule(uid) {
+                Some(rule) => (0, rule, Some(uid)),
+                None => return,
+            }
+        }
     };
     match SteerAction::from_u32(rule.action) {
         Some(SteerAction::Include) => {
@@ -32,11 +46,14 @@ fn try_sock_create(ctx: &SockContext) {
             // is writable from cgroup/sock_create.
             unsafe { (*ctx.sock).mark = cfg.apply_mark((*ctx.sock).mark) };
             count(Stat::SocketsMarked);
+            if by_uid.is_some() {
+                process_maps::count(SockAddrStat::UidMarked);
+            }
             if cfg.log_decisions != 0 {
-                info!(
-                    ctx,
-                    "steer: socket in cgroup {} marked {:x}", cgroup, cfg.mark
-                );
+                match by_uid {
+                    None => info!(ctx, "steer: socket in cgroup {} marked {:x}", cgroup, cfg.mark),
+                    Some(uid) => info!(ctx, "steer: socket of uid {} marked {:x}", uid, cfg.mark),
+                }
             }
         }
         Some(SteerAction::Exclude) => count(Stat::SocketsExcluded),

@@ -1,9 +1,12 @@
 //! `vpn-ctl steer ...` and `vpn-ctl watch`.
-use std::path::PathBuf;
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use vpn_common::SteerAction;
+use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6};
 use vpn_ctl::{
     cgroup,
     netlink::Netlink,
@@ -31,8 +34,20 @@ pub enum SteerCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Redirect steered DNS (port 53, UDP and TCP, any address) to these
+    /// resolvers (one IPv4, one IPv6); none: stop redirecting.
+    Dns { servers: Vec<IpAddr> },
+    /// Whether the tunnel carries IPv6; when off, steered IPv6 is refused at
+    /// connect instead of leaking or timing out.
+    Ipv6 { state: OnOff },
     /// Remove all steering of the tunnel: detach the programs, drop the pins.
     Clear,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand, Clone)]
@@ -43,6 +58,9 @@ pub enum Selector {
     /// A running process: moved into vpn's cgroup for the tunnel, so its new
     /// sockets (and its future children) are steered; `del` moves it back.
     Pid { pid: u32 },
+    /// Every socket a user's processes create (a cgroup rule, being more
+    /// specific, wins over a uid rule).
+    Uid { uid: u32 },
 }
 
 fn cgroup_selector(path: &std::path::Path) -> Result<(PathBuf, u64)> {
@@ -90,78 +108,104 @@ fn ensure_loaded(opts: &Options) -> Result<Steering> {
 
 pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
     match cmd {
-        SteerCmd::Add {
-            selector: Selector::Pid { pid },
-            exclude,
-        } => {
-            let fresh = !Steering::is_loaded(opts);
-            let mut s = ensure_loaded(opts)?;
+        SteerCmd::Add { selector, exclude } => {
             let action = if exclude {
                 SteerAction::Exclude
             } else {
                 SteerAction::Include
             };
-            let old = match process::steer_pid(opts, &mut s, pid, action) {
-                Ok(old) => old,
-                Err(e) => {
-                    if fresh {
-                        let _ = clear(opts);
+            add(opts, &selector, action)
+        }
+        SteerCmd::Del { selector } => del(opts, &selector),
+        SteerCmd::List { json } => list(opts, json),
+        SteerCmd::Dns { servers } => set_info(opts, |info| {
+            info.dns4 = [0; 4];
+            info.dns6 = [0; 16];
+            for ip in &servers {
+                match ip {
+                    IpAddr::V4(a) => info.dns4 = a.octets(),
+                    IpAddr::V6(a) => info.dns6 = a.octets(),
+                }
+            }
+        }),
+        SteerCmd::Ipv6 { state } => set_info(opts, |info| {
+            info.flags &= !TUNNEL_CARRIES_V6;
+            if state == OnOff::On {
+                info.flags |= TUNNEL_CARRIES_V6;
+            }
+        }),
+        SteerCmd::Clear => {
+            if clear(opts)? {
+                println!("tunnel {}: steering removed", opts.tunnel);
+            } else {
+                println!("tunnel {}: nothing to remove", opts.tunnel);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Adds one rule; a first add that fails leaves nothing loaded behind.
+fn add(opts: &Options, selector: &Selector, action: SteerAction) -> Result<()> {
+    let verb = if action == SteerAction::Exclude {
+        "excluded"
+    } else {
+        "steered"
+    };
+    // Validate before loading anything.
+    let cgroup = match selector {
+        Selector::Cgroup { path } => Some(cgroup_selector(path)?),
+        Selector::Pid { .. } | Selector::Uid { .. } => None,
+    };
+    let fresh = !Steering::is_loaded(opts);
+    let mut s = ensure_loaded(opts)?;
+    let result = (|| -> Result<()> {
+        match (selector, cgroup) {
+            (Selector::Cgroup { .. }, Some((dir, id))) => {
+                s.add_cgroup(id, action)?;
+                println!(
+                    "{verb}: cgroup {} (id {id}) on tunnel {}",
+                    dir.display(),
+                    opts.tunnel
+                );
+            }
+            (Selector::Uid { uid }, _) => {
+                s.add_uid(*uid, action)?;
+                println!("{verb}: uid {uid} on tunnel {}", opts.tunnel);
+            }
+            (Selector::Pid { pid }, _) => {
+                let old = process::steer_pid(opts, &mut s, *pid, action)?;
+                println!(
+                    "{verb}: pid {pid} moved into {} on tunnel {}",
+                    process::managed_cgroup(opts, action).display(),
+                    opts.tunnel
+                );
+                if !old.is_empty() {
+                    println!(
+                        "  {} socket(s) opened before keep their old route (restart those connections):",
+                        old.len()
+                    );
+                    for so in old {
+                        println!("    {} {} -> {}", so.proto, so.local, so.remote);
                     }
-                    return Err(e.into());
-                }
-            };
-            let verb = if exclude { "excluded" } else { "steered" };
-            println!(
-                "{verb}: pid {pid} moved into {} on tunnel {}",
-                process::managed_cgroup(opts, action).display(),
-                opts.tunnel
-            );
-            if !old.is_empty() {
-                println!("  {} socket(s) opened before keep their old route (restart those connections):", old.len());
-                for so in old {
-                    println!("    {} {} -> {}", so.proto, so.local, so.remote);
                 }
             }
+            (Selector::Cgroup { .. }, None) => unreachable!("resolved above"),
         }
-        SteerCmd::Del {
-            selector: Selector::Pid { pid },
-        } => {
-            let back = process::unsteer_pid(opts, pid)?;
-            println!("removed: pid {pid}, back in {}", back.display());
-        }
-        SteerCmd::Add {
-            selector: Selector::Cgroup { path },
-            exclude,
-        } => {
-            let (dir, id) = cgroup_selector(&path)?;
-            let fresh = !Steering::is_loaded(opts);
-            let mut s = ensure_loaded(opts)?;
-            let action = if exclude {
-                SteerAction::Exclude
-            } else {
-                SteerAction::Include
-            };
-            if let Err(e) = s.add_cgroup(id, action) {
-                if fresh {
-                    // Leave nothing half-configured behind a failed first add.
-                    let _ = clear(opts);
-                }
-                return Err(e.into());
-            }
-            let verb = if exclude { "excluded" } else { "steered" };
-            println!(
-                "{verb}: cgroup {} (id {id}) on tunnel {}",
-                dir.display(),
-                opts.tunnel
-            );
-        }
-        SteerCmd::Del {
-            selector: Selector::Cgroup { path },
-        } => {
-            let (dir, id) = cgroup_selector(&path)?;
-            let mut s = Steering::open(opts)?;
-            if !s.del_cgroup(id)? {
-                anyhow::bail!(
+        Ok(())
+    })();
+    if result.is_err() && fresh {
+        let _ = clear(opts);
+    }
+    result
+}
+
+fn del(opts: &Options, selector: &Selector) -> Result<()> {
+    match selector {
+        Selector::Cgroup { path } => {
+            let (dir, id) = cgroup_selector(path)?;
+            if !Steering::open(opts)?.del_cgroup(id)? {
+                bail!(
                     "cgroup {} (id {id}) is not steered on tunnel {}",
                     dir.display(),
                     opts.tunnel
@@ -169,52 +213,107 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
             }
             println!("removed: cgroup {} (id {id})", dir.display());
         }
-        SteerCmd::List { json } => {
-            if !Steering::is_loaded(opts) {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "tunnel": opts.tunnel, "loaded": false, "cgroups": [] })
-                    );
-                } else {
-                    println!("tunnel {}: no steering loaded", opts.tunnel);
-                }
-                return Ok(());
+        Selector::Uid { uid } => {
+            if !Steering::open(opts)?.del_uid(*uid)? {
+                bail!("uid {uid} is not steered on tunnel {}", opts.tunnel);
             }
-            let s = Steering::open(opts)?;
-            let rules = s.cgroups()?;
-            let stats = s.stats()?;
-            if json {
-                let stats: serde_json::Map<String, serde_json::Value> = stats
-                    .iter()
-                    .map(|(k, v)| (k.name().to_owned(), (*v).into()))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({ "tunnel": opts.tunnel, "loaded": true, "pin_dir": s.pin_dir(),
-                        "mark": format!("{:#x}", s.config()?.mark), "cgroups": rules, "stats": stats })
-                );
-            } else {
-                println!(
-                    "tunnel {}: mark {:#x}, pinned at {}",
-                    opts.tunnel,
-                    s.config()?.mark,
-                    s.pin_dir().display()
-                );
-                for r in &rules {
-                    println!("  cgroup id {:<10} {}", r.cgroup_id, r.action);
-                }
-                for (k, v) in stats {
-                    println!("  {:<18} {v}", k.name());
-                }
-            }
+            println!("removed: uid {uid}");
         }
-        SteerCmd::Clear => {
-            if clear(opts)? {
-                println!("tunnel {}: steering removed", opts.tunnel);
-            } else {
-                println!("tunnel {}: nothing to remove", opts.tunnel);
-            }
+        Selector::Pid { pid } => {
+            let back = process::unsteer_pid(opts, *pid)?;
+            println!("removed: pid {pid}, back in {}", back.display());
+        }
+    }
+    Ok(())
+}
+
+fn set_info(opts: &Options, f: impl FnOnce(&mut TunnelInfo)) -> Result<()> {
+    let mut s = ensure_loaded(opts)?;
+    let mut info = s.tunnel_info()?;
+    f(&mut info);
+    s.set_tunnel_info(info)?;
+    println!("tunnel {}: {}", opts.tunnel, describe_info(&info));
+    Ok(())
+}
+
+fn describe_info(info: &TunnelInfo) -> String {
+    let dns: Vec<String> = [
+        (info.dns4 != [0; 4]).then(|| Ipv4Addr::from(info.dns4).to_string()),
+        (info.dns6 != [0; 16]).then(|| Ipv6Addr::from(info.dns6).to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!(
+        "dns {}, ipv6 {}",
+        if dns.is_empty() {
+            "not redirected".to_owned()
+        } else {
+            dns.join(" ")
+        },
+        if info.flags & TUNNEL_CARRIES_V6 != 0 {
+            "tunnelled"
+        } else {
+            "refused (the tunnel carries none)"
+        }
+    )
+}
+
+fn list(opts: &Options, json: bool) -> Result<()> {
+    if !Steering::is_loaded(opts) {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "tunnel": opts.tunnel, "loaded": false, "cgroups": [], "uids": [] })
+            );
+        } else {
+            println!("tunnel {}: no steering loaded", opts.tunnel);
+        }
+        return Ok(());
+    }
+    let s = Steering::open(opts)?;
+    let rules = s.cgroups()?;
+    let uids = s.uids()?;
+    let info = s.tunnel_info()?;
+    let stats: Vec<(&str, u64)> = s
+        .stats()?
+        .into_iter()
+        .map(|(k, v)| (k.name(), v))
+        .chain(s.sockaddr_stats()?.into_iter().map(|(k, v)| (k.name(), v)))
+        .collect();
+    if json {
+        let stats: serde_json::Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        let uids: Vec<_> = uids
+            .iter()
+            .map(|(u, a)| serde_json::json!({ "uid": u, "action": a }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "tunnel": opts.tunnel, "loaded": true, "pin_dir": s.pin_dir(),
+                "mark": format!("{:#x}", s.config()?.mark), "cgroups": rules, "uids": uids,
+                "dns4": (info.dns4 != [0; 4]).then(|| Ipv4Addr::from(info.dns4).to_string()),
+                "dns6": (info.dns6 != [0; 16]).then(|| Ipv6Addr::from(info.dns6).to_string()),
+                "ipv6_tunnelled": info.flags & TUNNEL_CARRIES_V6 != 0, "stats": stats })
+        );
+    } else {
+        println!(
+            "tunnel {}: mark {:#x}, pinned at {}",
+            opts.tunnel,
+            s.config()?.mark,
+            s.pin_dir().display()
+        );
+        println!("  {}", describe_info(&info));
+        for r in &rules {
+            println!("  cgroup id {:<10} {}", r.cgroup_id, r.action);
+        }
+        for (uid, action) in &uids {
+            println!("  uid {uid:<16} {action}");
+        }
+        for (k, v) in stats {
+            println!("  {k:<22} {v}");
         }
     }
     Ok(())
