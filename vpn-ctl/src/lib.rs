@@ -5,6 +5,7 @@
 pub mod allowed_ips;
 pub mod cgroup;
 pub mod config;
+pub mod device;
 pub mod ebpf;
 pub mod guard;
 pub mod keys;

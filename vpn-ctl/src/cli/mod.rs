@@ -1,6 +1,7 @@
 //! The command-line front end: the root parser and dispatch. Each command
 //! family lives in its own module; the work is done by the library.
 pub mod steer;
+pub mod tunnel;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -56,6 +57,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
+    #[command(flatten)]
+    Tunnel(tunnel::TunnelCmd),
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -109,10 +112,15 @@ fn options(cli: &Cli) -> Result<Options> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Tunnel commands need no bpffs or cgroup (genkey needs no root).
+    if let Cmd::Tunnel(t) = &cli.cmd {
+        return tunnel::run(t);
+    }
     let opts = options(&cli)?;
     match cli.cmd {
         Cmd::Steer { cmd } => steer::steer(&opts, cmd),
         Cmd::Watch => steer::watch(&opts),
+        Cmd::Tunnel(t) => tunnel::run(&t),
         Cmd::Exec { command } => steer::exec(&opts, &command),
     }
 }

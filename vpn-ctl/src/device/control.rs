@@ -1,0 +1,146 @@
+//! The daemon's status socket, `/run/vpn/<iface>.ctl`: a client connects
+//! and reads one JSON [`Status`] (settings the `wg` UAPI does not carry —
+//! addresses, MTU, table, DNS — and the drop counters). `vpn-ctl show`
+//! combines it with the UAPI `get`, which alone also works against other
+//! WireGuard implementations.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Read},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{io::AsyncWriteExt, net::UnixListener};
+
+use super::{lock, Shared};
+
+/// What the daemon reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Interface name.
+    pub interface: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// The config file it was started from.
+    pub config: String,
+    /// Where the daemon logs (background mode).
+    pub log_file: Option<String>,
+    /// `Address =` entries.
+    pub addresses: Vec<String>,
+    /// Link MTU.
+    pub mtu: u16,
+    /// Table the peer routes are in; `None` for `Table = off`.
+    pub table: Option<u32>,
+    /// `DNS =` servers, stored for the steering side (not applied here).
+    pub dns: Vec<String>,
+    /// `DNS =` search domains.
+    pub dns_search: Vec<String>,
+    /// UDP listen port.
+    pub listen_port: u16,
+    /// Whether handshakes currently need cookies.
+    pub under_load: bool,
+    /// Dropped packets by reason (engine and device counters).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The fixed part of [`Status`], known at start.
+#[derive(Debug, Clone, Default)]
+pub struct StaticInfo {
+    pub interface: String,
+    pub config: String,
+    pub log_file: Option<String>,
+    pub addresses: Vec<String>,
+    pub mtu: u16,
+    pub table: Option<u32>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+}
+
+/// The current status.
+pub fn status(device: &Shared, info: &StaticInfo) -> Status {
+    let d = lock(device);
+    Status {
+        interface: info.interface.clone(),
+        pid: std::process::id(),
+        config: info.config.clone(),
+        log_file: info.log_file.clone(),
+        addresses: info.addresses.clone(),
+        mtu: info.mtu,
+        table: info.table,
+        dns: info.dns.clone(),
+        dns_search: info.dns_search.clone(),
+        listen_port: d.listen_port(),
+        under_load: d.engine.under_load(),
+        drops: d.drop_counters().into_iter().collect(),
+    }
+}
+
+/// The bound status socket; removed on drop.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlServer {
+    /// Binds `path` (0600), replacing a stale socket. Needs a tokio runtime.
+    ///
+    /// # Errors
+    /// If the socket cannot be created.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another daemon", path.display()),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Serves status requests until the future is dropped.
+    pub async fn run(&self, device: Shared, info: StaticInfo) {
+        loop {
+            let Ok((mut stream, _)) = self.listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let s = status(&device, &info);
+            let mut body = serde_json::to_vec(&s).unwrap_or_default();
+            body.push(b'\n');
+            tokio::spawn(async move {
+                let _ = stream.write_all(&body).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads the status of the daemon serving `path` (blocking, 2 s timeout).
+///
+/// # Errors
+/// If nobody serves it or the reply is not a status.
+pub fn query(path: &Path) -> io::Result<Status> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

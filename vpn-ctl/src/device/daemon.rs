@@ -1,0 +1,533 @@
+//! `vpn-ctl up` / `down`: the daemon's lifecycle.
+//!
+//! `up FILE` (background): the command re-executes itself as
+//! `up FILE --foreground` in a new session with stdout/stderr appended to
+//! `/run/vpn/<iface>.log` and a pipe on [`READY_FD_ENV`]; the daemon writes
+//! `ok` to the pipe once the interface, UAPI socket and pidfile exist, or
+//! its error. The parent exits 0 only on `ok`, else with the error.
+//!
+//! Bring-up order, each step undone if a later one fails: root check,
+//! config, "interface exists" check, endpoint resolution, TUN, UDP sockets,
+//! peers (the UAPI `set` path), MTU/addresses/link up/routes, UAPI socket,
+//! status socket, pidfile, data path threads, timers.
+//!
+//! The daemon stops on SIGTERM/SIGINT or when its link is deleted, and
+//! then removes routes, sockets, pidfile and the TUN (closing it deletes
+//! the link, and its addresses with it).
+
+use std::{
+    fs,
+    io::{self, Read, Write},
+    os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{
+    bind_sockets,
+    control::{ControlServer, StaticInfo},
+    datapath::{DataPath, Signals},
+    netcfg::{self, Applied},
+    timers, Device, SocketSettings, DEFAULT_MTU,
+};
+use crate::{
+    config::{self, Config, ConfigError},
+    netlink::{Netlink, NetlinkError},
+    tun::{Tun, TunError, TunOptions},
+    uapi::{self, SetRequest, UapiDevice, UapiError, UapiServer},
+};
+
+/// Where pidfiles, logs and status sockets live.
+pub const RUN_DIR: &str = "/run/vpn";
+/// The environment variable carrying the readiness pipe's fd.
+pub const READY_FD_ENV: &str = "VPN_CTL_READY_FD";
+
+/// `/run/vpn/<iface>.pid`
+pub fn pid_path(iface: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{iface}.pid"))
+}
+
+/// `/run/vpn/<iface>.log`
+pub fn log_path(iface: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{iface}.log"))
+}
+
+/// `/run/vpn/<iface>.ctl`
+pub fn ctl_path(iface: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{iface}.ctl"))
+}
+
+/// Why `up` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("vpn-ctl up needs root (CAP_NET_ADMIN) to create the TUN device, addresses and routes; run it with sudo")]
+    NotRoot,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("interface {0} already exists")]
+    InterfaceExists(String),
+    #[error("{iface} is already up (daemon pid {pid})")]
+    AlreadyUp { iface: String, pid: u32 },
+    #[error("cannot resolve endpoint {endpoint}")]
+    Resolve {
+        endpoint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Tun(#[from] TunError),
+    #[error("{0}")]
+    Uapi(#[from] UapiError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("{op}")]
+    Io {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the daemon failed: {0}")]
+    Daemon(String),
+}
+
+fn io_err(op: impl Into<String>) -> impl FnOnce(io::Error) -> UpError {
+    let op = op.into();
+    move |source| UpError::Io { op, source }
+}
+
+/// Refuses to go on without root.
+///
+/// # Errors
+/// [`UpError::NotRoot`] when `euid` is not 0.
+pub fn check_root(euid: u32) -> Result<(), UpError> {
+    if euid == 0 {
+        Ok(())
+    } else {
+        Err(UpError::NotRoot)
+    }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+fn ifindex(name: &str) -> u32 {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return 0;
+    };
+    // SAFETY: valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+/// A live process with this id (zombies count as dead).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// The pid in a pidfile, if the process still runs.
+pub fn running_pid(iface: &str) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(pid_path(iface))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    alive(pid).then_some(pid)
+}
+
+/// Checks what can be checked before forking: root, the config, the name.
+///
+/// # Errors
+/// The first problem found.
+pub fn preflight(path: &Path) -> Result<(Config, String), UpError> {
+    check_root(euid())?;
+    let config = Config::load(path)?;
+    let iface = config::interface_name_from_path(path)?;
+    if let Some(pid) = running_pid(&iface) {
+        return Err(UpError::AlreadyUp { iface, pid });
+    }
+    if ifindex(&iface) != 0 {
+        return Err(UpError::InterfaceExists(iface));
+    }
+    Ok((config, iface))
+}
+
+/// Starts the daemon in the background and waits until it is ready.
+/// Returns the daemon's pid and log file.
+///
+/// # Errors
+/// The preflight error, or the daemon's own error message.
+pub fn up_background(path: &Path) -> Result<(u32, PathBuf), UpError> {
+    let (_, iface) = preflight(path)?;
+    let path = fs::canonicalize(path).map_err(io_err(format!("resolving {}", path.display())))?;
+    fs::create_dir_all(RUN_DIR).map_err(io_err(format!("creating {RUN_DIR}")))?;
+    let log = log_path(&iface);
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(io_err(format!("opening {}", log.display())))?;
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io_err("pipe")(io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptors we own.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let exe = std::env::current_exe().map_err(io_err("finding the vpn-ctl binary"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up")
+        .arg(&path)
+        .arg("--foreground")
+        .env(READY_FD_ENV, fds[1].to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().map_err(io_err("log file"))?)
+        .stderr(log_file);
+    let w = fds[1];
+    // SAFETY: only async-signal-safe calls (setsid, fcntl) in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::fcntl(w, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(io_err("starting the daemon"))?;
+    drop(write_end);
+    let mut msg = String::new();
+    let _ = fs::File::from(read_end).read_to_string(&mut msg);
+    let msg = msg.trim();
+    if msg == "ok" {
+        return Ok((child.id(), log));
+    }
+    let _ = child.wait();
+    Err(UpError::Daemon(if msg.is_empty() {
+        format!(
+            "it exited before the interface was ready; see {}",
+            log.display()
+        )
+    } else {
+        msg.to_owned()
+    }))
+}
+
+/// Runs the daemon in this process until it is stopped. If `ready` (the
+/// env var [`READY_FD_ENV`]) names a pipe, the result of bring-up is
+/// written to it.
+///
+/// # Errors
+/// Bring-up failures (after undoing what was done).
+pub fn run_foreground(path: &Path) -> Result<(), UpError> {
+    let mut ready = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        // SAFETY: the parent passed us this descriptor for our exclusive use.
+        .map(|fd| unsafe { fs::File::from_raw_fd(fd) });
+    std::env::remove_var(READY_FD_ENV);
+    let result = (|| {
+        let (config, iface) = preflight(path)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("starting the tokio runtime"))?;
+        rt.block_on(daemon(config, iface, path, &mut ready))
+    })();
+    if let (Err(e), Some(mut r)) = (&result, ready.take()) {
+        let _ = writeln!(r, "{e}");
+    }
+    result
+}
+
+/// Everything the daemon set up, undone in reverse by [`Stack::teardown`].
+#[derive(Default)]
+struct Stack {
+    netlink: Option<Netlink>,
+    applied: Applied,
+    tun: Option<Arc<Tun>>,
+    uapi: Option<tokio::task::JoinHandle<()>>,
+    control: Option<tokio::task::JoinHandle<()>>,
+    timers: Option<tokio::task::JoinHandle<()>>,
+    datapath: Option<DataPath>,
+    pidfile: Option<PathBuf>,
+}
+
+impl Stack {
+    async fn teardown(mut self) {
+        if let Some(dp) = self.datapath.take() {
+            dp.stop();
+        }
+        for t in [self.timers.take(), self.control.take(), self.uapi.take()]
+            .into_iter()
+            .flatten()
+        {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(nl) = &self.netlink {
+            netcfg::undo(nl, &mut self.applied).await;
+        }
+        // Closing the last TUN fd deletes the link and its addresses.
+        drop(self.tun.take());
+        if let Some(p) = self.pidfile.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+async fn daemon(
+    config: Config,
+    iface: String,
+    path: &Path,
+    ready: &mut Option<fs::File>,
+) -> Result<(), UpError> {
+    let background = ready.is_some();
+    let mut stack = Stack::default();
+    let signals = Arc::new(Signals::default());
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    let index = match bring_up(&config, &iface, path, background, &mut stack, &signals).await {
+        Ok(i) => i,
+        Err(e) => {
+            stack.teardown().await;
+            return Err(e);
+        }
+    };
+    log::info!(
+        "{iface} is up (ifindex {index}, pid {})",
+        std::process::id()
+    );
+    if let Some(mut r) = ready.take() {
+        let _ = r.write_all(b"ok\n");
+    }
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
+            () = signals.notify.notified() => {
+                log::info!("{iface} was deleted: shutting down");
+                break;
+            }
+            _ = check.tick() => {
+                if ifindex(&iface) != index {
+                    log::info!("{iface} was deleted: shutting down");
+                    break;
+                }
+            }
+        }
+    }
+    stack.teardown().await;
+    log::info!("{iface} is down");
+    Ok(())
+}
+
+async fn bring_up(
+    config: &Config,
+    iface: &str,
+    path: &Path,
+    background: bool,
+    stack: &mut Stack,
+    signals: &Arc<Signals>,
+) -> Result<u32, UpError> {
+    // Resolve host names first: nothing exists yet if that fails.
+    let request = SetRequest::from_config(config, |e| {
+        e.resolve().map_err(|source| UpError::Resolve {
+            endpoint: e.to_string(),
+            source,
+        })
+    })?;
+    let tun = Arc::new(Tun::open(&TunOptions {
+        name: Some(iface.to_owned()),
+        multi_queue: false,
+        vnet_hdr: true,
+    })?);
+    let index = tun.ifindex();
+    stack.tun = Some(Arc::clone(&tun));
+
+    let settings = SocketSettings::default();
+    let fwmark = config.interface.fwmark.unwrap_or(0);
+    let sockets = bind_sockets(config.interface.listen_port.unwrap_or(0), fwmark, &settings)?;
+    log::info!("listening on UDP port {}", sockets.port());
+    let mut device = Device::new(config.interface.private_key.clone(), sockets, settings);
+    device.apply(request)?;
+    let device = Arc::new(Mutex::new(device));
+
+    let nl = Netlink::new()?;
+    let mtu = config.interface.mtu.unwrap_or(DEFAULT_MTU);
+    let r = netcfg::apply(&nl, index, config, mtu, &mut stack.applied).await;
+    stack.netlink = Some(nl);
+    r?;
+
+    let uapi_path = uapi::socket_path(iface);
+    let server = UapiServer::bind(&uapi_path)
+        .map_err(io_err(format!("UAPI socket {}", uapi_path.display())))?;
+    {
+        let device = Arc::clone(&device);
+        stack.uapi = Some(tokio::spawn(async move {
+            if let Err(e) = server.run(device).await {
+                log::error!("UAPI server: {e}");
+            }
+        }));
+    }
+    let ctl = ControlServer::bind(&ctl_path(iface)).map_err(io_err(format!(
+        "status socket {}",
+        ctl_path(iface).display()
+    )))?;
+    let i = &config.interface;
+    let info = StaticInfo {
+        interface: iface.to_owned(),
+        config: path.display().to_string(),
+        log_file: background.then(|| log_path(iface).display().to_string()),
+        addresses: i.addresses.iter().map(ToString::to_string).collect(),
+        mtu,
+        table: netcfg::table_id(i.table),
+        dns: i.dns.iter().map(ToString::to_string).collect(),
+        dns_search: i.dns_search.clone(),
+    };
+    {
+        let device = Arc::clone(&device);
+        stack.control = Some(tokio::spawn(async move { ctl.run(device, info).await }));
+    }
+
+    fs::create_dir_all(RUN_DIR).map_err(io_err(format!("creating {RUN_DIR}")))?;
+    let pidfile = pid_path(iface);
+    fs::write(&pidfile, format!("{}\n", std::process::id()))
+        .map_err(io_err(format!("writing {}", pidfile.display())))?;
+    stack.pidfile = Some(pidfile);
+
+    stack.datapath = Some(
+        DataPath::start(&device, &tun, usize::from(mtu), signals)
+            .map_err(io_err("starting the data path threads"))?,
+    );
+    stack.timers = Some(tokio::spawn(timers::run(device)));
+    Ok(index)
+}
+
+/// Why `down` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0} is not up (no daemon in {RUN_DIR} and no such interface)")]
+    NotUp(String),
+    #[error("the daemon (pid {pid}) did not stop within {secs} s")]
+    Stuck { pid: u32, secs: u64 },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The interface a `down` argument names: a config path (`.conf` or an
+/// existing file) or an interface name.
+///
+/// # Errors
+/// If neither gives a valid interface name.
+pub fn target_interface(target: &str) -> Result<String, ConfigError> {
+    let p = Path::new(target);
+    if target.contains('/') || target.ends_with(".conf") || p.is_file() {
+        config::interface_name_from_path(p)
+    } else {
+        config::validate_interface_name(target).map_err(|kind| ConfigError {
+            file: target.to_owned(),
+            line: None,
+            kind,
+        })?;
+        Ok(target.to_owned())
+    }
+}
+
+/// Stops the tunnel `target` names; returns a message for the user.
+///
+/// # Errors
+/// [`DownError::NotUp`] when there is nothing to stop.
+pub fn down(target: &str) -> Result<String, DownError> {
+    let iface = target_interface(target)?;
+    if let Some(pid) = running_pid(&iface) {
+        // SAFETY: plain signal to the daemon's pid.
+        unsafe { libc::kill(pid.cast_signed(), libc::SIGTERM) };
+        let start = Instant::now();
+        let limit = Duration::from_secs(10);
+        while alive(pid) {
+            if start.elapsed() > limit {
+                return Err(DownError::Stuck {
+                    pid,
+                    secs: limit.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cleanup_files(&iface);
+        return Ok(format!("{iface} is down (daemon pid {pid} stopped)"));
+    }
+    let index = ifindex(&iface);
+    if index == 0 {
+        cleanup_files(&iface);
+        return Err(DownError::NotUp(iface));
+    }
+    // No daemon of ours: delete the link; whoever serves it exits.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let nl = Netlink::new()?;
+        nl.del_link(index).await
+    })?;
+    let start = Instant::now();
+    while uapi::socket_path(&iface).exists() && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cleanup_files(&iface);
+    Ok(format!("{iface} is down (interface deleted)"))
+}
+
+/// Removes a dead daemon's pidfile and status socket, and the UAPI socket
+/// if nobody answers on it.
+fn cleanup_files(iface: &str) {
+    let _ = fs::remove_file(pid_path(iface));
+    let _ = fs::remove_file(ctl_path(iface));
+    let sock = uapi::socket_path(iface);
+    if sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        let _ = fs::remove_file(sock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_root_is_refused_with_a_clear_message() {
+        assert!(check_root(0).is_ok());
+        let e = check_root(1000).unwrap_err();
+        assert!(e.to_string().contains("needs root"), "{e}");
+    }
+
+    #[test]
+    fn down_targets() {
+        assert_eq!(target_interface("wg0").unwrap(), "wg0");
+        assert_eq!(target_interface("/etc/wireguard/wg1.conf").unwrap(), "wg1");
+        assert_eq!(target_interface("x/provider.conf").unwrap(), "provider");
+        assert!(target_interface("this-name-is-far-too-long").is_err());
+    }
+
+    #[test]
+    fn zombies_and_missing_processes_are_dead() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX - 1));
+    }
+}

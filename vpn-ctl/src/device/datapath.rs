@@ -1,0 +1,605 @@
+//! The packet path: two dedicated threads, one per direction, so a bulk
+//! transfer uses both cores (one seals while the other opens).
+//!
+//! - **outbound** (TUN → UDP): blocks on the TUN, reads super-packets from
+//!   the vnet-header TUN (TSO: up to 64 KiB, one read per ~45 segments) and
+//!   whatever else is queued, splits them ([`gso_split`]), then locks the
+//!   device once for the whole batch, seals each segment and queues the
+//!   datagrams; after unlocking it sends them with `sendmmsg`, coalescing
+//!   runs of equal-sized datagrams to one destination into UDP GSO sends.
+//! - **inbound** (UDP → TUN): polls both sockets, receives batches with
+//!   `recvmmsg` (UDP GRO on), locks the device once per batch to open
+//!   every datagram into preallocated buffers, unlocks, then writes the IP
+//!   packets to the TUN. Handshake replies go out through `sendmmsg`.
+//!
+//! Nothing is allocated per packet: every buffer is made when the thread
+//! starts. The engine's pending transmissions are drained after every call
+//! ([`Engine::poll_transmit`](crate::noise::Engine::poll_transmit)).
+//!
+//! Cookie mode: when `recvmmsg` comes back full [`UNDER_LOAD_BATCHES`]
+//! times in a row the receive backlog is deep, and the engine is put under
+//! load (handshakes must carry a cookie) for [`UNDER_LOAD_HOLD`], as
+//! wireguard-go does.
+
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+
+use super::{lock, Counters, Shared};
+use crate::{
+    noise::Action,
+    tun::{gso_split, Tun, VirtioNetHdr},
+    udp::{DualStack, RecvBatch, SendBatch, UdpSocket, MAX_GRO_SIZE},
+};
+
+/// How long a thread blocks before it looks at the stop flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Full receive batches in a row that mean "under load".
+pub const UNDER_LOAD_BATCHES: u32 = 16;
+/// How long the device stays under load after the backlog was last deep.
+pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
+/// Segments one outbound batch holds (a 64 KiB TSO packet at MSS 1380 is 48).
+const OUT_SEGMENTS: usize = 192;
+/// Room a read needs before another TUN read joins the batch.
+const OUT_READ_ROOM: usize = 64;
+/// Datagrams one `recvmmsg` returns at most.
+const RECV_SLOTS: usize = 32;
+/// Opened packets held before they are written to the TUN.
+const IN_SLOTS: usize = 128;
+/// Largest datagram the receive path opens (bigger ones are counted and
+/// dropped; a peer's MTU would have to exceed 16 KiB).
+const IN_SLOT_LEN: usize = 16 * 1024;
+/// Largest UDP GSO send (the kernel's limit is 64 segments / 64 KiB).
+const GSO_MAX_BYTES: usize = 65_000;
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Tells the threads to stop, and the daemon that the interface is gone.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// Set by the daemon to stop the threads.
+    pub stop: AtomicBool,
+    /// Set by a thread when the TUN fails (the link was deleted).
+    pub link_gone: AtomicBool,
+    /// Notified with `link_gone`.
+    pub notify: Notify,
+}
+
+/// The running threads.
+#[derive(Debug)]
+pub struct DataPath {
+    signals: Arc<Signals>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DataPath {
+    /// Starts both threads on `tun`. `mtu` sizes the segment buffers.
+    ///
+    /// # Errors
+    /// If a thread cannot be spawned.
+    pub fn start(
+        device: &Shared,
+        tun: &Arc<Tun>,
+        mtu: usize,
+        signals: &Arc<Signals>,
+    ) -> io::Result<Self> {
+        let mut threads = Vec::new();
+        {
+            let (device, tun, signals) = (Arc::clone(device), Arc::clone(tun), Arc::clone(signals));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("vpn-tun-rx".into())
+                    .spawn(move || Outbound::new(device, tun, mtu, signals).run())?,
+            );
+        }
+        {
+            let (device, tun, signals) = (Arc::clone(device), Arc::clone(tun), Arc::clone(signals));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("vpn-udp-rx".into())
+                    .spawn(move || Inbound::new(device, tun, signals).run())?,
+            );
+        }
+        Ok(Self {
+            signals: Arc::clone(signals),
+            threads,
+        })
+    }
+
+    /// Stops the threads and waits for them (at most one poll interval).
+    pub fn stop(self) {
+        self.signals.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn link_gone(signals: &Signals, e: &io::Error) {
+    if !signals.stop.load(Ordering::Relaxed) {
+        log::warn!("TUN failed ({e}); the interface is gone");
+    }
+    signals.link_gone.store(true, Ordering::Relaxed);
+    signals.notify.notify_one();
+}
+
+/// Waits until `fd` is ready for `events`, at most `timeout`.
+fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fds is a live slice of pollfd.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(n.unsigned_abs() as usize)
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Datagrams waiting to be sent on one socket, with UDP GSO coalescing:
+/// consecutive datagrams to the same destination and of the same size (the
+/// last may be shorter) share one slot and go out as one `sendmsg`.
+struct Outbox {
+    batch: SendBatch,
+    /// The open GSO run: destination, segment size, bytes, segments.
+    run: Option<(SocketAddr, usize, usize, usize)>,
+    /// The run's bytes, copied into a slot when the run closes.
+    staging: Vec<u8>,
+    gso: bool,
+}
+
+impl Outbox {
+    fn new(slots: usize, gso: bool) -> Self {
+        Self {
+            batch: SendBatch::new(slots, GSO_MAX_BYTES),
+            run: None,
+            staging: vec![0; GSO_MAX_BYTES],
+            gso,
+        }
+    }
+
+    /// Closes the open run into a batch slot. False if the batch is full.
+    fn close_run(&mut self) -> bool {
+        let Some((to, seg, bytes, count)) = self.run else {
+            return true;
+        };
+        let segment = (count > 1).then(|| u16::try_from(seg).unwrap_or(u16::MAX));
+        if self.batch.push_gso(&self.staging[..bytes], to, segment) {
+            self.run = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Queues one datagram; false if the batch is full (flush, then retry).
+    fn push(&mut self, to: SocketAddr, data: &[u8]) -> bool {
+        if !self.gso {
+            return self.batch.push(data, to);
+        }
+        if let Some((rto, seg, bytes, count)) = self.run {
+            let fits = rto == to
+                && data.len() <= seg
+                && bytes + data.len() <= GSO_MAX_BYTES
+                && count < GSO_MAX_SEGMENTS
+                // A shorter datagram must be the last of its run.
+                && bytes == seg * count;
+            if fits {
+                self.staging[bytes..bytes + data.len()].copy_from_slice(data);
+                self.run = Some((rto, seg, bytes + data.len(), count + 1));
+                return true;
+            }
+            if !self.close_run() {
+                return false;
+            }
+        }
+        if self.batch.is_full() {
+            return false;
+        }
+        self.staging[..data.len()].copy_from_slice(data);
+        self.run = Some((to, data.len(), data.len(), 1));
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.run.is_none() && self.batch.is_empty()
+    }
+
+    /// Sends everything queued, waiting up to a second for buffer space.
+    fn flush(&mut self, sock: Option<&UdpSocket>, counters: &Counters) {
+        let _ = self.close_run();
+        let Some(sock) = sock else {
+            // An IPv6 destination without an IPv6 socket.
+            if !self.batch.is_empty() {
+                Counters::bump(&counters.udp_send_errors);
+            }
+            self.batch.clear();
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !self.batch.is_empty() {
+            match sock.try_send_batch(&mut self.batch) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        self.batch.clear();
+                        Counters::bump(&counters.udp_send_errors);
+                        return;
+                    }
+                    let mut fds = [pollfd(sock_fd(sock), libc::POLLOUT)];
+                    let _ = poll_fds(&mut fds, Duration::from_millis(100));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("UDP send: {e}");
+                    Counters::bump(&counters.udp_send_errors);
+                }
+            }
+        }
+    }
+}
+
+fn sock_fd(s: &UdpSocket) -> RawFd {
+    use std::os::fd::AsFd;
+    s.as_fd().as_raw_fd()
+}
+
+/// Datagrams for both families.
+struct Outboxes {
+    v4: Outbox,
+    v6: Outbox,
+}
+
+impl Outboxes {
+    fn new(slots: usize, sockets: &DualStack) -> Self {
+        Self {
+            v4: Outbox::new(slots, sockets.v4.gso_supported()),
+            v6: Outbox::new(
+                slots,
+                sockets.v6.as_ref().is_some_and(UdpSocket::gso_supported),
+            ),
+        }
+    }
+
+    fn push(&mut self, to: SocketAddr, data: &[u8], sockets: &DualStack, counters: &Counters) {
+        let (ob, sock) = if to.is_ipv4() {
+            (&mut self.v4, Some(&sockets.v4))
+        } else {
+            (&mut self.v6, sockets.v6.as_ref())
+        };
+        if !ob.push(to, data) {
+            ob.flush(sock, counters);
+            if !ob.push(to, data) {
+                Counters::bump(&counters.udp_send_errors);
+            }
+        }
+    }
+
+    fn flush(&mut self, sockets: &DualStack, counters: &Counters) {
+        if !self.v4.is_empty() {
+            self.v4.flush(Some(&sockets.v4), counters);
+        }
+        if !self.v6.is_empty() {
+            self.v6.flush(sockets.v6.as_ref(), counters);
+        }
+    }
+}
+
+/// TUN → seal → UDP.
+struct Outbound {
+    device: Shared,
+    tun: Arc<Tun>,
+    signals: Arc<Signals>,
+    counters: Arc<Counters>,
+    slot: usize,
+}
+
+impl Outbound {
+    fn new(device: Shared, tun: Arc<Tun>, mtu: usize, signals: Arc<Signals>) -> Self {
+        let counters = Arc::clone(&lock(&device).counters);
+        Self {
+            device,
+            tun,
+            signals,
+            counters,
+            // Segments never exceed the MTU; leave room for odd packets.
+            slot: mtu.max(1280) + 256,
+        }
+    }
+
+    /// Splits one read into `segs[at..]`; returns how many segments.
+    fn split(&self, read: &[u8], segs: &mut [&mut [u8]], sizes: &mut [usize], at: usize) -> usize {
+        if !self.tun.vnet_hdr() {
+            let Some(dst) = segs.get_mut(at).and_then(|s| s.get_mut(..read.len())) else {
+                Counters::bump(&self.counters.tun_malformed);
+                return 0;
+            };
+            dst.copy_from_slice(read);
+            sizes[at] = read.len();
+            return 1;
+        }
+        let Some(hdr) = VirtioNetHdr::parse(read) else {
+            Counters::bump(&self.counters.tun_malformed);
+            return 0;
+        };
+        match gso_split(
+            &hdr,
+            &read[VirtioNetHdr::LEN..],
+            &mut segs[at..],
+            &mut sizes[at..],
+            0,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                log::debug!("TUN packet dropped: {e}");
+                Counters::bump(&self.counters.tun_malformed);
+                0
+            }
+        }
+    }
+
+    fn run(self) {
+        let mut read_buf = vec![0u8; 65_536 + VirtioNetHdr::LEN];
+        let mut seg_buf = vec![0u8; OUT_SEGMENTS * self.slot];
+        let mut segs: Vec<&mut [u8]> = seg_buf.chunks_mut(self.slot).collect();
+        let mut sizes = vec![0usize; OUT_SEGMENTS];
+        let mut sealed = vec![0u8; 65_536 + 64];
+        let (mut sockets, mut generation) = {
+            let d = lock(&self.device);
+            (d.sockets(), d.sockets_generation)
+        };
+        let mut out = Outboxes::new(OUT_SEGMENTS / 4 + 8, &sockets);
+
+        while !self.signals.stop.load(Ordering::Relaxed) {
+            let n = match self.tun.read_timeout(&mut read_buf, Some(POLL_INTERVAL)) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut
+                            | io::ErrorKind::WouldBlock
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    link_gone(&self.signals, &e);
+                    return;
+                }
+            };
+            let mut count = self.split(&read_buf[..n], &mut segs, &mut sizes, 0);
+            // Take whatever else is queued while there is room.
+            while OUT_SEGMENTS - count >= OUT_READ_ROOM {
+                match self.tun.read(&mut read_buf) {
+                    Ok(n) => count += self.split(&read_buf[..n], &mut segs, &mut sizes, count),
+                    Err(_) => break,
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+
+            let now = Instant::now();
+            {
+                let mut d = lock(&self.device);
+                if d.sockets_generation != generation {
+                    out.flush(&sockets, &self.counters);
+                    sockets = d.sockets();
+                    generation = d.sockets_generation;
+                }
+                for (seg, &size) in segs.iter().zip(&sizes).take(count) {
+                    if let Action::SendDatagram { to, len } =
+                        d.engine.handle_tun_packet(&seg[..size], &mut sealed, now)
+                    {
+                        out.push(to, &sealed[..len], &sockets, &self.counters);
+                    }
+                    while let Some(t) = d.engine.poll_transmit(&mut sealed, now) {
+                        out.push(t.to, &sealed[..t.len], &sockets, &self.counters);
+                    }
+                }
+            }
+            out.flush(&sockets, &self.counters);
+        }
+    }
+}
+
+/// UDP → open → TUN.
+struct Inbound {
+    device: Shared,
+    tun: Arc<Tun>,
+    signals: Arc<Signals>,
+    counters: Arc<Counters>,
+    full_batches: u32,
+    under_load_until: Option<Instant>,
+}
+
+impl Inbound {
+    fn new(device: Shared, tun: Arc<Tun>, signals: Arc<Signals>) -> Self {
+        let counters = Arc::clone(&lock(&device).counters);
+        Self {
+            device,
+            tun,
+            signals,
+            counters,
+            full_batches: 0,
+            under_load_until: None,
+        }
+    }
+
+    fn run(mut self) {
+        let (mut sockets, mut generation) = {
+            let d = lock(&self.device);
+            (d.sockets(), d.sockets_generation)
+        };
+        let mut recv = RecvBatch::new(RECV_SLOTS, MAX_GRO_SIZE);
+        let mut opened = vec![0u8; IN_SLOTS * IN_SLOT_LEN];
+        let mut lens = vec![0usize; IN_SLOTS];
+        let mut reply = vec![0u8; 65_536 + 64];
+        let mut out = Outboxes::new(16, &sockets);
+
+        while !self.signals.stop.load(Ordering::Relaxed) {
+            {
+                let d = lock(&self.device);
+                if d.sockets_generation != generation {
+                    sockets = d.sockets();
+                    generation = d.sockets_generation;
+                }
+            }
+            let mut fds = [
+                pollfd(sock_fd(&sockets.v4), libc::POLLIN),
+                pollfd(sockets.v6.as_ref().map_or(-1, sock_fd), libc::POLLIN),
+            ];
+            match poll_fds(&mut fds, POLL_INTERVAL) {
+                Ok(0) => {
+                    self.maybe_leave_under_load();
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::error!("poll on the UDP sockets: {e}");
+                    std::thread::sleep(POLL_INTERVAL);
+                    continue;
+                }
+            }
+            let socks = [Some(&sockets.v4), sockets.v6.as_ref()];
+            for (fd, sock) in fds.iter().zip(socks) {
+                let Some(sock) = sock else { continue };
+                if fd.revents == 0 {
+                    continue;
+                }
+                // Drain the socket, but come back to poll (and the other
+                // socket) after a few batches.
+                for _ in 0..8 {
+                    let n = match sock.try_recv_batch(&mut recv) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            // ICMP errors of earlier sends surface here.
+                            log::debug!("UDP receive: {e}");
+                            continue;
+                        }
+                    };
+                    self.track_load(n == recv.capacity());
+                    self.process(
+                        &recv,
+                        &mut opened,
+                        &mut lens,
+                        &mut reply,
+                        &mut out,
+                        &sockets,
+                    );
+                    if n < recv.capacity() {
+                        break;
+                    }
+                }
+            }
+            self.maybe_leave_under_load();
+        }
+    }
+
+    fn track_load(&mut self, full: bool) {
+        if !full {
+            self.full_batches = 0;
+            return;
+        }
+        self.full_batches += 1;
+        if self.full_batches >= UNDER_LOAD_BATCHES {
+            let was = self.under_load_until.is_some();
+            self.under_load_until = Some(Instant::now() + UNDER_LOAD_HOLD);
+            if !was {
+                log::info!("receive backlog is deep: handshakes now need cookies");
+                Counters::bump(&self.counters.under_load_entered);
+                lock(&self.device).engine.set_under_load(true);
+            }
+        }
+    }
+
+    fn maybe_leave_under_load(&mut self) {
+        if self.under_load_until.is_some_and(|t| Instant::now() >= t) {
+            self.under_load_until = None;
+            lock(&self.device).engine.set_under_load(false);
+        }
+    }
+
+    /// Opens every datagram of the batch and writes the packets to the TUN,
+    /// [`IN_SLOTS`] at a time.
+    fn process(
+        &self,
+        recv: &RecvBatch,
+        opened: &mut [u8],
+        lens: &mut [usize],
+        reply: &mut [u8],
+        out: &mut Outboxes,
+        sockets: &DualStack,
+    ) {
+        // Cursor: datagram index and offset inside it (GRO segments).
+        let (mut i, mut off) = (0usize, 0usize);
+        while i < recv.len() {
+            let mut k = 0;
+            {
+                let now = Instant::now();
+                let mut d = lock(&self.device);
+                while k < IN_SLOTS && i < recv.len() {
+                    let Some(p) = recv.get(i) else { break };
+                    if p.truncated || off >= p.data.len() {
+                        if p.truncated {
+                            Counters::bump(&self.counters.truncated);
+                        }
+                        (i, off) = (i + 1, 0);
+                        continue;
+                    }
+                    let end = (off + p.segment_size.max(1)).min(p.data.len());
+                    let seg = &p.data[off..end];
+                    off = end;
+                    if seg.len() > IN_SLOT_LEN {
+                        Counters::bump(&self.counters.oversize);
+                        continue;
+                    }
+                    let slot = &mut opened[k * IN_SLOT_LEN..(k + 1) * IN_SLOT_LEN];
+                    match d.engine.handle_datagram(p.from, seg, slot, now) {
+                        Action::WriteToTun { len, .. } => {
+                            lens[k] = len;
+                            k += 1;
+                        }
+                        Action::SendDatagram { to, len } => {
+                            out.push(to, &slot[..len], sockets, &self.counters);
+                        }
+                        Action::Done | Action::Error(_) => {}
+                    }
+                    while let Some(t) = d.engine.poll_transmit(reply, now) {
+                        out.push(t.to, &reply[..t.len], sockets, &self.counters);
+                    }
+                }
+            }
+            for (j, &len) in lens.iter().enumerate().take(k) {
+                let pkt = &opened[j * IN_SLOT_LEN..j * IN_SLOT_LEN + len];
+                if let Err(e) = self.tun.write_ip(pkt) {
+                    log::debug!("TUN write: {e}");
+                    Counters::bump(&self.counters.tun_write_errors);
+                }
+            }
+            out.flush(sockets, &self.counters);
+        }
+    }
+}
