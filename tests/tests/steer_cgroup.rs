@@ -19,6 +19,7 @@ use std::{process::Command, time::Duration};
 use netns_harness::{self as h, Capture, Cgroup, Daemon, Netns, PinRoot};
 
 const MARK: &str = "0x10000000";
+const DIRECT: &str = "0x20000000";
 const TABLE: &str = "30318";
 
 struct World {
@@ -200,7 +201,11 @@ fn an_exclude_rule_inside_a_steered_tree_wins() {
             .arg(excluded.path()),
     )
     .unwrap();
-    assert_eq!(probe(&w, &excluded), ("0x0".to_owned(), 1, 0));
+    assert_eq!(
+        probe(&w, &excluded),
+        (DIRECT.to_owned(), 1, 0),
+        "excluded sockets carry the direct bit"
+    );
     assert_eq!(probe(&w, &steered), (MARK.to_owned(), 0, 1));
     h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
 }
@@ -641,4 +646,60 @@ fn steered_ipv6_is_refused_at_once_when_the_tunnel_has_none() {
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v["stats"]["ipv6_refused"], 1, "{list}");
     h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+}
+
+#[test]
+fn full_tunnel_mode_sends_all_but_excluded_sources_to_the_tunnel() {
+    let w = world();
+    // Default routes on both sides, as a real full tunnel has them.
+    w.client.ip(&["route", "del", "198.18.9.0/24"]).unwrap();
+    w.client
+        .ip(&["route", "add", "default", "via", "198.18.1.2"])
+        .unwrap();
+    w.client
+        .ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.18.2.2",
+            "table",
+            TABLE,
+        ])
+        .unwrap();
+    let plain = w.root.child("plain").unwrap();
+    let excluded = w.root.child("excluded").unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "--exclude", "cgroup"])
+            .arg(excluded.path()),
+    )
+    .unwrap();
+    assert_eq!(
+        probe(&w, &plain),
+        ("0x0".to_owned(), 1, 0),
+        "split mode: unsteered goes direct"
+    );
+    let out = h::run(vpn_ctl(&w).args(["steer", "mode", "full"])).unwrap();
+    assert!(out.contains("full tunnel"), "{out}");
+    assert_eq!(
+        probe(&w, &plain),
+        ("0x0".to_owned(), 0, 1),
+        "full mode: everything enters the tunnel"
+    );
+    assert_eq!(
+        probe(&w, &excluded),
+        (DIRECT.to_owned(), 1, 0),
+        "but the excluded source"
+    );
+    // LAN routes keep working in full mode (suppress_prefixlength 0).
+    w.client.sh_in(&plain, "ping -c 1 -W 2 198.18.1.2").unwrap();
+    h::run(vpn_ctl(&w).args(["steer", "mode", "split"])).unwrap();
+    assert_eq!(probe(&w, &plain), ("0x0".to_owned(), 1, 0), "back to split");
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+    let rules = w.client.ip(&["rule", "show"]).unwrap();
+    assert!(
+        !rules.contains("30318") && !rules.contains("suppress"),
+        "{rules}"
+    );
 }

@@ -39,7 +39,9 @@ pub struct Config {
     pub mark_mask: u32,
     /// Non-zero: log every steering decision through aya-log.
     pub log_decisions: u32,
-    pub _reserved: u32,
+    /// fwmark bit of sockets that stay direct: excluded sources, and the
+    /// tunnel's own UDP socket in full-tunnel mode.
+    pub direct_mark: u32,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
@@ -48,6 +50,12 @@ impl Config {
     #[must_use]
     pub const fn apply_mark(&self, current: u32) -> u32 {
         (current & !self.mark_mask) | (self.mark & self.mark_mask)
+    }
+
+    /// Applies the direct (excluded) mark, clearing vpn's steering bit.
+    #[must_use]
+    pub const fn apply_direct(&self, current: u32) -> u32 {
+        (current & !self.mark_mask) | self.direct_mark
     }
 }
 
@@ -329,6 +337,9 @@ pub mod sock_names {
 pub const TUNNEL_CARRIES_V4: u32 = 1;
 /// [`TunnelInfo::flags`]: the tunnel carries IPv6.
 pub const TUNNEL_CARRIES_V6: u32 = 2;
+/// [`TunnelInfo::flags`]: full-tunnel mode: everything but excluded sources
+/// (and the tunnel's own socket) enters the tunnel.
+pub const TUNNEL_FULL: u32 = 4;
 
 /// What the per-process hooks need to know of the tunnel, the only entry
 /// (index 0) of `TUNNEL_INFO`: its resolvers (from `DNS=`) and families.
@@ -385,6 +396,17 @@ mod sock_pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apply_direct_sets_only_the_direct_bit() {
+        let c = Config {
+            mark: 0x1000_0000,
+            mark_mask: 0x1000_0000,
+            direct_mark: 0x2000_0000,
+            ..Config::default()
+        };
+        assert_eq!(c.apply_direct(0x1000_0000 | 0xca6c), 0x2000_ca6c);
+    }
 
     #[test]
     fn apply_mark_keeps_foreign_bits() {

@@ -2,9 +2,12 @@
 //! whose last resort is a blackhole, so it has nowhere to go but the tunnel.
 //!
 //! ```text
-//! priority P:  fwmark M/M lookup T          (IPv4 and IPv6)
-//! table T:     <tunnel routes>              (added by the device, `up`)
-//!              blackhole default metric MAX (fail closed)
+//! priority P:    fwmark M/M lookup T                    (IPv4 and IPv6)
+//! full-tunnel mode only (everything but direct sockets, as wg-quick does):
+//! priority P+1:  lookup main suppress_prefixlength 0    (LAN routes still win)
+//! priority P+2:  not fwmark D/D lookup T                (excluded: main)
+//! table T:       <tunnel routes>                        (added by the device)
+//!                blackhole default metric MAX           (fail closed)
 //! ```
 //! The main table, other tools' rules and global sysctls are never touched.
 //! The defaults keep clear of wg-quick (table and mark 51820, rules at its own
@@ -20,6 +23,7 @@ pub const DEFAULT_TABLE: u32 = 30318;
 pub const DEFAULT_PRIORITY: u32 = 10318;
 /// The blackhole loses against any route the tunnel adds.
 pub const BLACKHOLE_METRIC: u32 = u32::MAX;
+const MAIN_TABLE: u32 = 254;
 
 /// Tables vpn refuses to use: unspec, default, main, local, and the ones the
 /// tools named above own.
@@ -46,17 +50,43 @@ pub struct Policy {
     pub priority: u32,
     pub mark: u32,
     pub mask: u32,
+    /// Bit of sockets that stay direct in full-tunnel mode.
+    pub direct_mark: u32,
+    /// Full-tunnel mode: all traffic but direct sockets looks up `table`.
+    pub full: bool,
 }
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
 impl Policy {
+    /// The rules of this mode, in priority order.
     #[must_use]
-    pub fn rule(&self, family: Family) -> Rule {
-        Rule {
+    pub fn rules(&self, family: Family) -> Vec<Rule> {
+        let mut rules = vec![Rule {
             fwmark: Some((self.mark, self.mask)),
             ..Rule::lookup(family, self.priority, self.table)
+        }];
+        if self.full {
+            rules.push(Rule {
+                suppress_prefixlen: Some(0),
+                ..Rule::lookup(family, self.priority + 1, MAIN_TABLE)
+            });
+            rules.push(Rule {
+                fwmark: Some((self.direct_mark, self.direct_mark)),
+                invert: true,
+                ..Rule::lookup(family, self.priority + 2, self.table)
+            });
         }
+        rules
+    }
+
+    /// Both modes' rules, for removal whatever mode was active.
+    fn all_rules(&self, family: Family) -> Vec<Rule> {
+        Policy {
+            full: true,
+            ..*self
+        }
+        .rules(family)
     }
 
     #[must_use]
@@ -76,20 +106,21 @@ impl Policy {
         if FOREIGN_TABLES.contains(&self.table) {
             return Err(RoutingError::ForeignTable(self.table));
         }
+        let ours_bits = self.mask | self.direct_mark;
         for family in FAMILIES {
-            let ours = self.rule(family);
+            let ours = self.all_rules(family);
             for rule in nl.list_rules(family).await? {
-                if rule == ours {
+                if ours.contains(&rule) {
                     continue;
                 }
-                if rule.priority == self.priority {
+                if (self.priority..=self.priority + 2).contains(&rule.priority) {
                     return Err(RoutingError::PriorityTaken {
-                        priority: self.priority,
+                        priority: rule.priority,
                         rule: rule.to_string(),
                     });
                 }
                 if let Some((mark, mask)) = rule.fwmark {
-                    if mark & mask & self.mask != 0 {
+                    if mark & mask & ours_bits != 0 {
                         return Err(RoutingError::MarkTaken {
                             mark: self.mark,
                             rule: rule.to_string(),
@@ -126,10 +157,12 @@ impl Policy {
                 Err(e) if e.is_exists() => {}
                 Err(e) => return Err(e.into()),
             }
-            let rule = self.rule(family);
-            if !nl.list_rules(family).await?.contains(&rule) {
-                nl.add_rule(&rule).await?;
-                added.push(Change::Rule(rule));
+            let present = nl.list_rules(family).await?;
+            for rule in self.rules(family) {
+                if !present.contains(&rule) {
+                    nl.add_rule(&rule).await?;
+                    added.push(Change::Rule(rule));
+                }
             }
         }
         Ok(())
@@ -141,10 +174,28 @@ impl Policy {
         self.install(nl).await
     }
 
-    /// Removes the rules and blackholes; absent ones are not an error.
+    /// Removes the rules of the other mode (after a mode switch).
+    pub async fn prune(&self, nl: &Netlink) -> Result<(), RoutingError> {
+        for family in FAMILIES {
+            let keep = self.rules(family);
+            for rule in self
+                .all_rules(family)
+                .into_iter()
+                .filter(|r| !keep.contains(r))
+            {
+                Change::Rule(rule).undo(nl).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the rules (of either mode) and blackholes; absent ones are
+    /// not an error.
     pub async fn remove(&self, nl: &Netlink) -> Result<(), RoutingError> {
         for family in FAMILIES {
-            Change::Rule(self.rule(family)).undo(nl).await?;
+            for rule in self.all_rules(family) {
+                Change::Rule(rule).undo(nl).await?;
+            }
             Change::Route(self.blackhole(family)).undo(nl).await?;
         }
         Ok(())
@@ -189,7 +240,45 @@ mod tests {
             priority: DEFAULT_PRIORITY,
             mark: 0x1000_0000,
             mask: 0x1000_0000,
+            direct_mark: 0x2000_0000,
+            full: false,
         }
+    }
+
+    #[test]
+    fn full_mode_adds_the_suppress_and_not_rules_and_switches_back() {
+        let ns = TestNs::new();
+        let full = Policy {
+            full: true,
+            ..policy()
+        };
+        ns.block_on(|| async move {
+            let nl = Netlink::new().unwrap();
+            full.check_conflicts(&nl).await.unwrap();
+            assert_eq!(full.install(&nl).await.unwrap().len(), 8);
+        });
+        let rules = ns.ip(&["rule", "show"]);
+        assert!(
+            rules.contains("10319:\tfrom all lookup main suppress_prefixlength 0"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("10320:\tnot from all fwmark 0x20000000/0x20000000 lookup 30318"),
+            "{rules}"
+        );
+        let split = policy();
+        ns.block_on(|| async move {
+            let nl = Netlink::new().unwrap();
+            split.install(&nl).await.unwrap();
+            split.prune(&nl).await.unwrap();
+        });
+        let rules = ns.ip(&["rule", "show"]);
+        assert!(
+            rules.contains("10318:") && !rules.contains("10319:") && !rules.contains("10320:"),
+            "{rules}"
+        );
+        ns.block_on(|| async move { split.remove(&Netlink::new().unwrap()).await.unwrap() });
+        assert!(!ns.ip(&["-6", "rule", "show"]).contains("30318"));
     }
 
     #[test]

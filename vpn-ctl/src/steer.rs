@@ -30,6 +30,9 @@ use crate::{cgroup, ebpf, routing};
 /// vpn's default fwmark bit. wg-quick marks with 51820 (0xca6c) and Tailscale
 /// uses bits under 0xff0000; this bit is clear of both.
 pub const DEFAULT_MARK: u32 = 0x1000_0000;
+/// The bit of sockets that stay direct (excluded sources; the tunnel's own
+/// UDP socket in full-tunnel mode).
+pub const DEFAULT_DIRECT_MARK: u32 = 0x2000_0000;
 
 const PIN_PROG_SOCK_CREATE: &str = "prog_sock_create";
 const PIN_LINK_SOCK_CREATE: &str = "link_sock_create";
@@ -95,6 +98,7 @@ pub struct Options {
     pub attach_cgroup: PathBuf,
     pub mark: u32,
     pub mark_mask: u32,
+    pub direct_mark: u32,
     /// vpn's routing table and the priority of its fwmark rule.
     pub table: u32,
     pub priority: u32,
@@ -109,6 +113,7 @@ impl Options {
             attach_cgroup: cgroup::cgroup2_mount()?,
             mark: DEFAULT_MARK,
             mark_mask: DEFAULT_MARK,
+            direct_mark: DEFAULT_DIRECT_MARK,
             table: routing::DEFAULT_TABLE,
             priority: routing::DEFAULT_PRIORITY,
         })
@@ -119,14 +124,17 @@ impl Options {
         self.pin_root.join(&self.tunnel)
     }
 
-    /// The policy routing that sends this tunnel's marked traffic to its table.
+    /// The policy routing that sends this tunnel's traffic to its table:
+    /// marked sockets only (split), or all but the direct ones (full).
     #[must_use]
-    pub fn policy(&self) -> routing::Policy {
+    pub fn policy(&self, full: bool) -> routing::Policy {
         routing::Policy {
             table: self.table,
             priority: self.priority,
             mark: self.mark,
             mask: self.mark_mask,
+            direct_mark: self.direct_mark,
+            full,
         }
     }
 }
@@ -277,7 +285,7 @@ impl Steering {
             mark: opts.mark,
             mark_mask: opts.mark_mask,
             log_decisions: 0,
-            _reserved: 0,
+            direct_mark: opts.direct_mark,
         };
         config_map
             .set(0, config, 0)

@@ -56,7 +56,11 @@ fn try_sock_create(ctx: &SockContext) {
                 }
             }
         }
-        Some(SteerAction::Exclude) => count(Stat::SocketsExcluded),
+        Some(SteerAction::Exclude) => {
+            // SAFETY: as above.
+            unsafe { (*ctx.sock).mark = cfg.apply_direct((*ctx.sock).mark) };
+            count(Stat::SocketsExcluded);
+        }
         None => {}
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use vpn_ctl::{
     cgroup, routing,
-    steer::{Options, DEFAULT_MARK},
+    steer::{Options, DEFAULT_DIRECT_MARK, DEFAULT_MARK},
 };
 
 use self::steer::SteerCmd;
@@ -94,9 +94,9 @@ fn options(cli: &Cli) -> Result<Options> {
         }
         None => cgroup::cgroup2_mount()?,
     };
-    if cli.mark.count_ones() != 1 {
+    if cli.mark.count_ones() != 1 || cli.mark == DEFAULT_DIRECT_MARK {
         anyhow::bail!(
-            "--mark {:#x} must be a single bit (vpn owns only that bit of the fwmark)",
+            "--mark {:#x} must be a single bit other than the direct bit 0x20000000 (vpn owns only those bits of the fwmark)",
             cli.mark
         );
     }
@@ -106,6 +106,7 @@ fn options(cli: &Cli) -> Result<Options> {
         attach_cgroup,
         mark: cli.mark,
         mark_mask: cli.mark,
+        direct_mark: DEFAULT_DIRECT_MARK,
         table: cli.table,
         priority: cli.priority,
     })

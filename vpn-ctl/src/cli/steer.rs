@@ -6,7 +6,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6};
+use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6, TUNNEL_FULL};
 use vpn_ctl::{
     cgroup,
     netlink::Netlink,
@@ -40,8 +40,18 @@ pub enum SteerCmd {
     /// Whether the tunnel carries IPv6; when off, steered IPv6 is refused at
     /// connect instead of leaking or timing out.
     Ipv6 { state: OnOff },
+    /// split: only steered sources enter the tunnel (the default). full:
+    /// everything does except `--exclude`d sources and the tunnel's own
+    /// socket, as wg-quick's full tunnel (LAN routes keep working).
+    Mode { mode: Mode },
     /// Remove all steering of the tunnel: detach the programs, drop the pins.
     Clear,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Split,
+    Full,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,12 +94,13 @@ fn with_netlink<T>(f: impl AsyncFnOnce(&Netlink) -> Result<T>) -> Result<T> {
 /// Loads steering if needed and makes sure its policy routing is in place.
 /// A first load that fails half-way is rolled back completely.
 fn ensure_loaded(opts: &Options) -> Result<Steering> {
-    let policy = opts.policy();
     let fresh = !Steering::is_loaded(opts);
     if fresh {
+        let policy = opts.policy(false);
         with_netlink(async |nl| Ok(policy.check_conflicts(nl).await?))?;
     }
     let (s, _) = Steering::open_or_load(opts)?;
+    let policy = opts.policy(s.tunnel_info()?.flags & TUNNEL_FULL != 0);
     match with_netlink(async |nl| Ok(policy.install(nl).await?)) {
         Ok(added) => {
             for a in added {
@@ -128,6 +139,20 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
                 }
             }
         }),
+        SteerCmd::Mode { mode } => {
+            let full = mode == Mode::Full;
+            set_info(opts, |info| {
+                info.flags &= !TUNNEL_FULL;
+                if full {
+                    info.flags |= TUNNEL_FULL;
+                }
+            })?;
+            let policy = opts.policy(full);
+            with_netlink(async |nl| {
+                policy.install(nl).await?;
+                Ok(policy.prune(nl).await?)
+            })
+        }
         SteerCmd::Ipv6 { state } => set_info(opts, |info| {
             info.flags &= !TUNNEL_CARRIES_V6;
             if state == OnOff::On {
@@ -245,7 +270,12 @@ fn describe_info(info: &TunnelInfo) -> String {
     .flatten()
     .collect();
     format!(
-        "dns {}, ipv6 {}",
+        "{} tunnel, dns {}, ipv6 {}",
+        if info.flags & TUNNEL_FULL != 0 {
+            "full"
+        } else {
+            "split"
+        },
         if dns.is_empty() {
             "not redirected".to_owned()
         } else {
@@ -322,7 +352,8 @@ fn list(opts: &Options, json: bool) -> Result<()> {
 /// Removes the tunnel's steering and its policy routing.
 fn clear(opts: &Options) -> Result<bool> {
     process::remove_managed(opts)?;
-    let policy = opts.policy();
+    // Removal covers the rules of both modes.
+    let policy = opts.policy(true);
     with_netlink(async |nl| Ok(policy.remove(nl).await?))?;
     Ok(Steering::unload(opts)?)
 }
