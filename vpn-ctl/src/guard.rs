@@ -716,8 +716,16 @@ impl Events {
 }
 
 /// A leak event for humans, e.g.
-/// `blocked: pid 4242 (curl) in cgroup 871 → 198.18.9.9:443 via eth0 (tcp, cgroup)`.
+/// `blocked: pid 4242 (curl) in cgroup 871 → 198.18.9.9:443 via eth0 (tcp, steered by cgroup)`.
+/// The uplink's name is looked up in the caller's network namespace; use
+/// [`Leak::via`] when the uplink lives in another one.
 pub struct Leak<'a>(pub &'a LeakEvent);
+
+/// [`Leak`] with the uplink's name given.
+pub struct LeakVia<'a> {
+    event: &'a LeakEvent,
+    ifname: &'a str,
+}
 
 fn event_addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
     if family == libc::AF_INET6 as u16 {
@@ -756,7 +764,16 @@ pub fn comm(ev: &LeakEvent) -> String {
     String::from_utf8_lossy(&ev.comm[..end]).into_owned()
 }
 
-impl Leak<'_> {
+impl<'a> Leak<'a> {
+    /// Names the uplink `ifname` instead of looking its index up.
+    #[must_use]
+    pub fn via(self, ifname: &'a str) -> LeakVia<'a> {
+        LeakVia {
+            event: self.0,
+            ifname,
+        }
+    }
+
     #[must_use]
     pub fn source(&self) -> IpAddr {
         event_addr(self.0.family, &self.0.saddr)
@@ -770,26 +787,36 @@ impl Leak<'_> {
 
 impl fmt::Display for Leak<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ev = self.0;
-        write!(f, "blocked: ")?;
-        if ev.pid != 0 {
-            write!(f, "pid {} ({}) ", ev.pid, comm(ev))?;
-        }
-        if ev.cgroup_id != 0 {
-            write!(f, "in cgroup {} ", ev.cgroup_id)?;
-        }
-        if ev.pid == 0 && ev.cgroup_id == 0 {
-            write!(f, "{} ", self.source())?;
-        }
-        let via = ifname(ev.ifindex).unwrap_or_else(|| format!("ifindex {}", ev.ifindex));
-        let reason = LeakReason::from_u8(ev.reason).map_or("?", LeakReason::name);
-        write!(
-            f,
-            "→ {} via {via} ({}, steered by {reason})",
-            with_port(self.destination(), ev.dport),
-            proto_name(ev.proto)
-        )
+        let via = ifname(self.0.ifindex).unwrap_or_else(|| format!("ifindex {}", self.0.ifindex));
+        write_leak(f, self.0, &via)
     }
+}
+
+impl fmt::Display for LeakVia<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_leak(f, self.event, self.ifname)
+    }
+}
+
+fn write_leak(f: &mut fmt::Formatter<'_>, ev: &LeakEvent, via: &str) -> fmt::Result {
+    let leak = Leak(ev);
+    write!(f, "blocked: ")?;
+    if ev.pid != 0 {
+        write!(f, "pid {} ({}) ", ev.pid, comm(ev))?;
+    }
+    if ev.cgroup_id != 0 {
+        write!(f, "in cgroup {} ", ev.cgroup_id)?;
+    }
+    if ev.pid == 0 && ev.cgroup_id == 0 {
+        write!(f, "{} ", leak.source())?;
+    }
+    let reason = LeakReason::from_u8(ev.reason).map_or("?", LeakReason::name);
+    write!(
+        f,
+        "→ {} via {via} ({}, steered by {reason})",
+        with_port(leak.destination(), ev.dport),
+        proto_name(ev.proto)
+    )
 }
 
 /// One `test_run` of a classifier: the verdict, the mark it left, and the
