@@ -206,6 +206,10 @@ impl World {
     /// Starts `kind` in the peer namespace; `vpn_endpoint` makes it the
     /// initiator.
     fn peer(&self, kind: PeerKind, vpn_endpoint: bool) -> Peer {
+        self.peer_with(kind, vpn_endpoint, &[])
+    }
+
+    fn peer_with(&self, kind: PeerKind, vpn_endpoint: bool, flags: &[&str]) -> Peer {
         let iface = ifname('p');
         let ns = &self.peer_ns;
         let daemon = match kind {
@@ -217,7 +221,9 @@ impl World {
             PeerKind::Boringtun => {
                 let log = self.scratch.0.join(format!("{iface}.boringtun.log"));
                 let mut c = ns.command("boringtun-cli");
-                c.args(["-f", "--disable-drop-privileges", "-l"])
+                c.args(["-f", "--disable-drop-privileges"])
+                    .args(flags)
+                    .arg("-l")
                     .arg(log)
                     .arg(&iface)
                     .env("WG_SUDO", "1");
@@ -461,4 +467,241 @@ fn bad_input_is_refused_clearly() {
     assert!(!Path::new(&format!("/run/vpn/{iface}.pid")).exists());
     assert_eq!(routes(&w.vpn_ns, "-4", "30318").trim(), "");
     let _ = fs::remove_file(format!("/run/vpn/{iface}.log"));
+}
+
+/// `wg show dump`, `wg set` and `wg showconf` against vpn-ctl's UAPI, and
+/// `vpn-ctl show` against wireguard-go's.
+#[test]
+fn wg_tool_against_vpn_ctl() {
+    let w = world(true);
+    let peer = w.peer(PeerKind::WireguardGo, false);
+    let vpn = w.vpn_up(true);
+    ping(&w.vpn_ns, PEER_TUN4);
+    let wg = |args: &[&str]| h::run(w.vpn_ns.command("wg").args(args)).unwrap();
+
+    let dump = wg(&["show", &vpn.iface, "dump"]);
+    let lines: Vec<Vec<&str>> = dump.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{dump}");
+    assert_eq!(lines[0][0], w.vpn_keys.0, "{dump}");
+    assert_eq!(lines[0][1], w.vpn_keys.1, "{dump}");
+    assert_eq!(lines[0][2], PORT.to_string(), "{dump}");
+    let p = &lines[1];
+    assert_eq!(p[0], w.peer_keys.1);
+    assert_eq!(p[1], w.psk.as_deref().unwrap());
+    assert_eq!(p[2], format!("{PEER_UNDERLAY}:{PORT}"));
+    assert_eq!(p[3], format!("{PEER_TUN4}/32,{PEER_TUN6}/128"));
+    assert!(p[4].parse::<u64>().unwrap() > 0, "no handshake: {dump}");
+    assert!(p[5].parse::<u64>().unwrap() > 0 && p[6].parse::<u64>().unwrap() > 0);
+
+    // Add, change and remove a peer with wg set.
+    let (_, extra) = key_pair();
+    wg(&[
+        "set",
+        &vpn.iface,
+        "peer",
+        &extra,
+        "allowed-ips",
+        "100.64.0.9/32",
+        "persistent-keepalive",
+        "25",
+        "endpoint",
+        "198.18.0.9:1234",
+    ]);
+    let dump = wg(&["show", &vpn.iface, "dump"]);
+    let line = dump.lines().find(|l| l.starts_with(&extra)).unwrap();
+    assert!(
+        line.contains("100.64.0.9/32") && line.ends_with("\t25"),
+        "{line}"
+    );
+    let human = vpn_ctl(&w.vpn_ns, &["show", &vpn.iface]).unwrap();
+    assert!(
+        human.contains("persistent keepalive: every 25 seconds"),
+        "{human}"
+    );
+    assert!(
+        human.contains("latest handshake:") && human.contains("transfer:"),
+        "{human}"
+    );
+    wg(&["set", &vpn.iface, "peer", &extra, "remove"]);
+    assert!(!wg(&["show", &vpn.iface, "dump"]).contains(&extra));
+
+    // A new listen port: the peer follows (it learns the endpoint from
+    // authenticated packets), the tunnel keeps working.
+    wg(&["set", &vpn.iface, "listen-port", "51999"]);
+    assert_eq!(wg(&["show", &vpn.iface, "listen-port"]).trim(), "51999");
+    ping(&w.vpn_ns, PEER_TUN4);
+    let conf = wg(&["showconf", &vpn.iface]);
+    assert!(conf.contains("ListenPort = 51999"), "{conf}");
+
+    // vpn-ctl show reads any userspace WireGuard's UAPI.
+    let j = show_json(&w.peer_ns, &peer.iface);
+    assert_eq!(j["peers"][0]["public_key"], w.vpn_keys.1, "{j}");
+    assert!(j["vpn"].is_null(), "{j}");
+}
+
+fn drops(ns: &Netns, iface: &str) -> serde_json::Value {
+    show_json(ns, iface)["vpn"]["drops"].clone()
+}
+
+/// Garbage, truncated, bad-mac and replayed datagrams to vpn's port are
+/// dropped and counted; the endpoint does not move to their source; the
+/// tunnel keeps working.
+#[test]
+fn garbage_and_replays_are_dropped_and_counted() {
+    let w = world(false);
+    let _peer = w.peer(PeerKind::WireguardGo, false);
+    let vpn = w.vpn_up(true);
+    ping(&w.vpn_ns, PEER_TUN4);
+
+    // Capture three data datagrams the peer sends to vpn.
+    let pcap = w.scratch.0.join("data.pcap");
+    let mut tcpdump = w
+        .peer_ns
+        .spawn(w.peer_ns.command("tcpdump").args([
+            "-i",
+            "eth0",
+            "-U",
+            "-c",
+            "3",
+            "-w",
+            pcap.to_str().unwrap(),
+            &format!("udp and src host {PEER_UNDERLAY} and greater 100"),
+        ]))
+        .unwrap();
+    tcpdump
+        .wait_for("listening on", Duration::from_secs(10))
+        .unwrap();
+    ping(&w.vpn_ns, PEER_TUN4);
+    assert!(
+        tcpdump.wait(Duration::from_secs(10)).unwrap().is_some(),
+        "tcpdump did not see 3 datagrams"
+    );
+    let before = drops(&w.vpn_ns, &vpn.iface);
+
+    let script = format!(
+        r#"
+import os, random, socket, struct
+raw = open("{pcap}", "rb").read()
+linktype = struct.unpack("<I", raw[20:24])[0]
+off, data = 24, []
+while off + 16 <= len(raw):
+    incl = struct.unpack("<I", raw[off+8:off+12])[0]
+    pkt = raw[off+16:off+16+incl]
+    off += 16 + incl
+    l2 = 14 if linktype == 1 else 16
+    ihl = (pkt[l2] & 15) * 4
+    data.append(pkt[l2+ihl+8:])
+assert len(data) == 3, len(data)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst = ("{VPN_UNDERLAY}", {PORT})
+random.seed(7)
+for i in range(50):  # garbage: random type and length
+    s.sendto(bytes([random.randrange(256)]) + os.urandom(random.randrange(0, 200)), dst)
+for d in data:       # truncated data messages
+    s.sendto(d[:20], dst)
+s.sendto(bytes([1, 0, 0, 0]) + os.urandom(144), dst)  # initiation, bad mac1
+for _ in range(3):   # replays
+    for d in data:
+        s.sendto(d, dst)
+print("sent")
+"#,
+        pcap = pcap.display()
+    );
+    let out = h::run(w.peer_ns.command("python3").args(["-c", &script])).unwrap();
+    assert!(out.contains("sent"));
+    let get = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let mut after = drops(&w.vpn_ns, &vpn.iface);
+    let start = Instant::now();
+    while get(&after, "replay") < get(&before, "replay") + 9
+        && start.elapsed() < Duration::from_secs(3)
+    {
+        thread::sleep(Duration::from_millis(50));
+        after = drops(&w.vpn_ns, &vpn.iface);
+    }
+    assert!(
+        get(&after, "malformed") >= get(&before, "malformed") + 40,
+        "{before} → {after}"
+    );
+    assert!(
+        get(&after, "invalid_mac") > get(&before, "invalid_mac"),
+        "{before} → {after}"
+    );
+    assert_eq!(
+        get(&after, "replay"),
+        get(&before, "replay") + 9,
+        "{before} → {after}"
+    );
+    let j = show_json(&w.vpn_ns, &vpn.iface);
+    assert_eq!(
+        j["peers"][0]["endpoint"],
+        format!("{PEER_UNDERLAY}:{PORT}"),
+        "{j}"
+    );
+    ping(&w.vpn_ns, PEER_TUN4);
+    ping(&w.vpn_ns, PEER_TUN6);
+}
+
+/// The peer's underlay address changes in the middle of a flow it sends:
+/// vpn follows the new source of authenticated packets and the flow goes
+/// on.
+/// (boringtun with unconnected UDP: Debian's wireguard-go keeps sending
+/// from its sticky source address and stalls once that address is gone.)
+#[test]
+fn roaming_keeps_the_flow() {
+    let w = world(false);
+    let peer = w.peer_with(PeerKind::Boringtun, false, &["--disable-connected-udp"]);
+    let vpn = w.vpn_up(true);
+    ping(&w.vpn_ns, PEER_TUN4);
+    w.vpn_ns
+        .ip(&["addr", "add", "198.19.0.1/24", "dev", "eth0"])
+        .unwrap();
+    w.peer_ns
+        .ip(&["addr", "add", "198.19.0.2/24", "dev", "eth0"])
+        .unwrap();
+    // The roaming side talks: 100 pings from the peer over ~4 s; the
+    // move happens after ~1.5 s.
+    let mut flow = w
+        .peer_ns
+        .spawn(
+            w.peer_ns
+                .command("ping")
+                .args(["-c", "100", "-i", "0.04", "-W", "1", VPN_TUN4]),
+        )
+        .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    // The peer now reaches vpn from 198.19.0.2 only.
+    w.peer_ns
+        .ip(&[
+            "route",
+            "add",
+            "198.18.0.1/32",
+            "dev",
+            "eth0",
+            "src",
+            "198.19.0.2",
+        ])
+        .unwrap();
+    w.peer_ns
+        .ip(&["addr", "del", "198.18.0.2/24", "dev", "eth0"])
+        .unwrap();
+    let status = flow.wait(Duration::from_secs(20)).unwrap();
+    let out = flow.stdout();
+    assert!(status.is_some(), "ping did not finish: {out}");
+    let received: u32 = out
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" received"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    let j = show_json(&w.vpn_ns, &vpn.iface);
+    assert_eq!(
+        j["peers"][0]["endpoint"],
+        format!("198.19.0.2:{PORT}"),
+        "{j}"
+    );
+    assert!(
+        received >= 80,
+        "only {received}/100 replies across the move:\n{out}\n{j}\n{}",
+        show_json(&w.peer_ns, &peer.iface)
+    );
+    ping(&w.vpn_ns, PEER_TUN6);
 }
