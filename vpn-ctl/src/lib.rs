@@ -2,6 +2,7 @@
 //! (sans-IO), the device that drives it, and the eBPF steering control plane.
 //! The `vpn-ctl` binary is a thin clap front end over these modules.
 
+pub mod aead;
 pub mod allowed_ips;
 pub mod cgroup;
 pub mod config;
