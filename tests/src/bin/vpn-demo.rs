@@ -1,16 +1,28 @@
 //! `cargo xtask run`: the self-contained demo, in network namespaces only.
 //!
-//! Today it shows the steering half of vpn: a process in a steered cgroup
-//! leaves by the tunnel side, any other process by the direct uplink, each
-//! judged by tcpdump on the client's two interfaces. Everything is torn down
-//! on every exit path (the harness guards), Ctrl-C included.
+//! ```text
+//!   client ──eth0── wan ──────── server (vpn-ctl up, 100.64.0.1)
+//!   198.18.1.2      │ 198.18.1.1   198.18.2.2 :51820
+//!   tunnel          │ 198.18.2.1
+//!   100.64.0.2      │ 198.18.3.1
+//!                   └──────────── internet 198.18.3.2 (reports who connects)
+//! ```
+//! The client runs `vpn-ctl up` against the server and steers one cgroup.
+//! The internet host reports the source address of each connection, which
+//! is how every outcome is judged. Everything is torn down on every exit path
+//! (the harness's guards), Ctrl-C included; the exit code says whether every
+//! outcome was as it should be.
 use std::{
-    process::ExitCode,
+    fs,
+    io::Write,
+    path::PathBuf,
+    process::{Command, ExitCode, Stdio},
     sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
-use netns_harness::{self as h, Capture, Cgroup, Netns, PinRoot};
+use anyhow::{bail, Context, Result};
+use netns_harness::{self as h, Capture, Cgroup, Daemon, Netns, PinRoot};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -30,13 +42,15 @@ fn main() -> ExitCode {
     // SAFETY: installs an async-signal-safe handler that only sets a flag;
     // the guards then unwind normally and tear the world down.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    match demo() {
+    let result = demo();
+    println!("[*] tearing everything down");
+    match result {
         Ok(true) => {
-            println!("demo: every outcome as expected; everything torn down");
+            println!("demo: every outcome as expected");
             ExitCode::SUCCESS
         }
         Ok(false) => {
-            println!("demo: some outcome was NOT as expected (see above); everything torn down");
+            println!("demo: some outcome was NOT as expected (see above)");
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -46,104 +60,295 @@ fn main() -> ExitCode {
     }
 }
 
+/// The internet host's reporter: prints `seen <addr> <message>` per connection.
+const REPORTER: &str = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.3.2", 8080)); s.listen(16)
+print("listening", flush=True)
+while True:
+    c, (addr, _) = s.accept()
+    c.settimeout(2)
+    try:
+        msg = c.recv(128).decode(errors="replace").strip()
+    except OSError:
+        msg = ""
+    print("seen", addr, msg, flush=True)
+    c.close()
+"#;
+
+/// A client: connects to the internet host, says who it is; prints the outcome.
+const VISIT: &str = r#"
+import socket, sys
+try:
+    c = socket.create_connection(("198.18.3.2", 8080), timeout=3)
+    c.sendall(sys.argv[1].encode()); c.close(); print("connected")
+except OSError as e:
+    print("failed:", e.strerror or e)
+"#;
+
+struct Keys {
+    private: String,
+    public: String,
+}
+
+fn keys() -> Result<Keys> {
+    let private = h::run(Command::new(h::vpn_ctl_bin()).arg("genkey"))?
+        .trim()
+        .to_owned();
+    let mut child = Command::new(h::vpn_ctl_bin())
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(private.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok(Keys {
+        private,
+        public: String::from_utf8(out.stdout)?.trim().to_owned(),
+    })
+}
+
+/// A tunnel brought up with `vpn-ctl up`; `down` (and its files) on drop.
+struct Tunnel<'a> {
+    ns: &'a Netns,
+    iface: String,
+}
+
+impl Drop for Tunnel<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .ns
+            .command(h::vpn_ctl_bin())
+            .args(["down", &self.iface])
+            .output();
+        let _ = fs::remove_file(format!("/run/vpn/{}.log", self.iface));
+    }
+}
+
+fn up<'a>(ns: &'a Netns, dir: &std::path::Path, iface: &str, conf: &str) -> Result<Tunnel<'a>> {
+    let path = dir.join(format!("{iface}.conf"));
+    fs::write(&path, conf)?;
+    let tunnel = Tunnel {
+        ns,
+        iface: iface.to_owned(),
+    };
+    h::run(ns.command(h::vpn_ctl_bin()).arg("up").arg(&path))?;
+    Ok(tunnel)
+}
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until the reporter has printed `needle`, or the timeout passes.
+fn seen(reporter: &Daemon, tag: &str, timeout: Duration) -> Option<String> {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = reporter
+            .stdout()
+            .lines()
+            .find(|l| l.ends_with(&format!(" {tag}")))
+        {
+            return line.split_whitespace().nth(1).map(str::to_owned);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "as expected"
+    } else {
+        "WRONG"
+    }
+}
+
+#[allow(clippy::too_many_lines)]
 fn demo() -> Result<bool> {
     h::require_root();
+    let tag = std::process::id() % 100_000;
     step(
         1,
-        "building the world: client (eth0 = direct uplink, eth1 = tunnel side), two far ends",
+        "building the world: client, wan, vpn server, internet host (network namespaces)",
     )?;
     let client = Netns::new()?;
-    let direct = Netns::new()?;
-    let side = Netns::new()?;
+    let wan = Netns::new()?;
+    let server = Netns::new()?;
+    let internet = Netns::new()?;
     h::veth(
         &client,
-        "eth0",
-        &["198.18.1.1/24"],
-        &direct,
         "eth0",
         &["198.18.1.2/24"],
+        &wan,
+        "c0",
+        &["198.18.1.1/24"],
     )?;
     h::veth(
-        &client,
-        "eth1",
-        &["198.18.2.1/24"],
-        &side,
+        &server,
         "eth0",
         &["198.18.2.2/24"],
+        &wan,
+        "s0",
+        &["198.18.2.1/24"],
     )?;
-    for ns in [&direct, &side] {
-        ns.ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])?;
+    h::veth(
+        &internet,
+        "eth0",
+        &["198.18.3.2/24"],
+        &wan,
+        "i0",
+        &["198.18.3.1/24"],
+    )?;
+    client.ip(&["route", "add", "default", "via", "198.18.1.1"])?;
+    server.ip(&["route", "add", "default", "via", "198.18.2.1"])?;
+    internet.ip(&["route", "add", "default", "via", "198.18.3.1"])?;
+    // The wan routes the tunnel's addresses to the server, which forwards
+    // them: namespace-local sysctls of the demo's own hosts.
+    wan.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.2.2"])?;
+    for ns in [&wan, &server] {
+        ns.sh("sysctl -qw net.ipv4.ip_forward=1")?;
     }
-    client.ip(&["route", "add", "198.18.9.0/24", "via", "198.18.1.2"])?;
-    client.ip(&[
-        "route",
-        "add",
-        "198.18.9.0/24",
-        "via",
-        "198.18.2.2",
-        "table",
-        "30318",
-    ])?;
+
+    let scratch = Scratch(std::env::temp_dir().join(h::unique()));
+    fs::create_dir_all(&scratch.0)?;
+    let (ck, sk) = (keys()?, keys()?);
+    let (civ, siv) = (format!("vd{tag}c"), format!("vd{tag}s"));
+    step(2, "vpn server: vpn-ctl up (100.64.0.1, port 51820)")?;
+    let _server_tunnel = up(
+        &server,
+        &scratch.0,
+        &siv,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.1/24\nListenPort = 51820\nTable = off\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = 100.64.0.2/32\n",
+            sk.private, ck.public
+        ),
+    )?;
+    step(
+        3,
+        "client: vpn-ctl up (100.64.0.2, everything allowed, routes only in vpn's own table)",
+    )?;
+    let client_tunnel = up(
+        &client,
+        &scratch.0,
+        &civ,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = 198.18.2.2:51820\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n",
+            ck.private, sk.public
+        ),
+    )?;
+
     let root = Cgroup::new()?;
     let app = root.child("app")?;
     let other = root.child("other")?;
     let pins = PinRoot::new()?;
-
-    step(
-        2,
-        &format!("vpn-ctl steer add cgroup {}", app.path().display()),
-    )?;
-    let out = h::run(
-        client
-            .command(h::vpn_ctl_bin())
-            .env("VPN_TUNNEL", "demo0")
+    let vpn_ctl = || {
+        let mut c = client.command(h::vpn_ctl_bin());
+        c.env("VPN_TUNNEL", &civ)
             .arg("--pin-root")
             .arg(pins.path())
             .arg("--attach-cgroup")
-            .arg(root.path())
-            .args(["steer", "add", "cgroup"])
-            .arg(app.path()),
+            .arg(root.path());
+        c
+    };
+    step(
+        4,
+        "client: vpn-ctl steer add cgroup app (one app into the tunnel, the rest untouched)",
     )?;
-    print!("    {out}");
+    print!(
+        "    {}",
+        h::run(vpn_ctl().args(["steer", "add", "cgroup"]).arg(app.path()))?
+    );
+
+    let mut reporter = Daemon::spawn(internet.command("python3").args(["-c", REPORTER]))?;
+    reporter.wait_for("listening", Duration::from_secs(10))?;
+    let visit = |cg: &Cgroup, tag: &str| -> Result<String> {
+        Ok(h::run(
+            client
+                .command_in("python3", Some(cg))?
+                .args(["-c", VISIT, tag]),
+        )?
+        .trim()
+        .to_owned())
+    };
 
     let mut ok = true;
-    for (n, cg, name, want_tunnel) in [
-        (3, &app, "steered app", true),
-        (4, &other, "unsteered app", false),
-    ] {
-        step(
-            n,
-            &format!("{name}: sending one datagram to 198.18.9.9:9000"),
-        )?;
-        let c0 = Capture::start(&client, "eth0", "udp port 9000")?;
-        let c1 = Capture::start(&client, "eth1", "udp port 9000")?;
-        client.sh_in(cg, "exec bash -c 'echo probe > /dev/udp/198.18.9.9/9000'")?;
-        let (p0, p1) = (c0.finish()?.len(), c1.finish()?.len());
-        let went = match (p0, p1) {
-            (0, 1) => "the tunnel side (eth1)",
-            (1, 0) => "the direct uplink (eth0)",
-            _ => "an unexpected way",
-        };
-        let good = if want_tunnel {
-            (p0, p1) == (0, 1)
-        } else {
-            (p0, p1) == (1, 0)
-        };
-        ok &= good;
-        println!(
-            "    {name} left by {went}: {}",
-            if good { "as expected" } else { "WRONG" }
-        );
-    }
+    step(5, "steered app connects to the internet host")?;
+    let out = visit(&app, "steered")?;
+    let who = seen(&reporter, "steered", Duration::from_secs(5));
+    let good = who.as_deref() == Some("100.64.0.2");
+    ok &= good;
+    println!(
+        "    client: {out}; internet host saw {}: {}",
+        who.as_deref().unwrap_or("nothing"),
+        verdict(good)
+    );
+    println!("    (the tunnel's address: the app went through the tunnel)");
 
-    step(5, "vpn-ctl steer clear; tearing the world down")?;
-    h::run(
-        client
-            .command(h::vpn_ctl_bin())
-            .env("VPN_TUNNEL", "demo0")
-            .arg("--pin-root")
-            .arg(pins.path())
-            .args(["steer", "clear"]),
+    step(6, "unsteered app connects to the internet host")?;
+    let out = visit(&other, "unsteered")?;
+    let who = seen(&reporter, "unsteered", Duration::from_secs(5));
+    let good = who.as_deref() == Some("198.18.1.2");
+    ok &= good;
+    println!(
+        "    client: {out}; internet host saw {}: {}",
+        who.as_deref().unwrap_or("nothing"),
+        verdict(good)
+    );
+    println!("    (the client's own address: untouched by vpn)");
+
+    step(
+        7,
+        "the tunnel is cut (the client's vpn-ctl daemon is killed with SIGKILL)",
     )?;
+    let pid: i32 = fs::read_to_string(format!("/run/vpn/{civ}.pid"))?
+        .trim()
+        .parse()?;
+    // SAFETY: plain signal to the daemon the demo started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.ip(&["link", "show", &civ]).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let uplink = Capture::start(&client, "eth0", "host 198.18.3.2")?;
+    let out = visit(&app, "while-cut")?;
+    let who = seen(&reporter, "while-cut", Duration::from_secs(2));
+    let leaked = uplink.finish()?;
+    let good = who.is_none() && leaked.is_empty() && out.starts_with("failed");
+    ok &= good;
+    println!(
+        "    client: {out}; internet host saw {}; plaintext packets on the uplink: {}: {}",
+        who.as_deref().unwrap_or("nothing"),
+        leaked.len(),
+        verdict(good)
+    );
+    println!(
+        "    (blocked: vpn's table ends in a blackhole, so steered traffic has nowhere else to go)"
+    );
+    let out = visit(&other, "unsteered-while-cut")?;
+    let who = seen(&reporter, "unsteered-while-cut", Duration::from_secs(5));
+    let good = who.as_deref() == Some("198.18.1.2");
+    ok &= good;
+    println!(
+        "    unsteered app meanwhile: {out}, seen as {}: {}",
+        who.as_deref().unwrap_or("nothing"),
+        verdict(good)
+    );
+
+    h::run(vpn_ctl().args(["steer", "clear"]))?;
+    drop(client_tunnel);
     Ok(ok)
 }
