@@ -42,6 +42,13 @@ pub enum What {
     /// ChaCha20-Poly1305 seal+open per core: RustCrypto (default and AVX2
     /// dispatch), ring, aws-lc-rs (vpn-ctl/benches/aead.rs).
     Crypto,
+    /// Steering classifiers: ns per packet with 1, 100 and 10 000 sources,
+    /// vpn's eBPF beside nftables (xtask/src/bench_steer.rs).
+    Steer {
+        /// --packets N, --rounds N, --repeat N
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -71,6 +78,7 @@ pub fn run(what: What) -> Result<()> {
     match what {
         What::Tunnel(args) => tunnel(args),
         What::Crypto => crypto(),
+        What::Steer { args } => crate::bench_steer::run(&args),
     }
 }
 

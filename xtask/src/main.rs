@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one entry point for setting up, building, testing and
 //! demonstrating vpn on a fresh Linux machine.
 mod bench;
+mod bench_steer;
 mod setup;
 
 use std::{
