@@ -7,6 +7,7 @@ pub mod allowed_ips;
 pub mod cgroup;
 pub mod config;
 pub mod device;
+pub mod doctor;
 pub mod ebpf;
 pub mod guard;
 pub mod keys;

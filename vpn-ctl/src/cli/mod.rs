@@ -1,5 +1,6 @@
 //! The command-line front end: the root parser and dispatch. Each command
 //! family lives in its own module; the work is done by the library.
+pub mod doctor;
 pub mod steer;
 pub mod tunnel;
 
@@ -59,6 +60,12 @@ enum Cmd {
     },
     #[command(flatten)]
     Tunnel(tunnel::TunnelCmd),
+    /// Check the kernel, mounts, privileges and other tools' rules, and
+    /// explain what to do; exits non-zero if a check fails.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -74,6 +81,10 @@ pub fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
+    // Doctor needs no bpffs or cgroup (it reports on them), and has its own exit code.
+    if let Cmd::Doctor { json } = cli.cmd {
+        return doctor::run(json, cli.table, cli.priority, cli.mark, cli.pin_root);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -123,5 +134,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Watch => steer::watch(&opts),
         Cmd::Tunnel(t) => tunnel::run(&t),
         Cmd::Exec { command } => steer::exec(&opts, &command),
+        Cmd::Doctor { .. } => unreachable!("dispatched in main"),
     }
 }
