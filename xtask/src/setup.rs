@@ -22,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "procps",
     "iputils-ping",
+    "nix-bin",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
