@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn routes_follow_the_table_setting() {
         let key = crate::keys::PrivateKey::generate(&mut rand_core::OsRng);
-        let peer = key.public_key();
+        let peer = crate::keys::PrivateKey::generate(&mut rand_core::OsRng).public_key();
         let text = |table: &str| {
             format!(
                 "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.1/24\n{table}\n\
