@@ -15,6 +15,8 @@ fn demo_shows_every_outcome_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
+        "steered app asks 127.0.0.53: answered by tunnel-resolver: as expected",
+        "unsteered app asks 127.0.0.53: answered by local-stub: as expected",
         "internet host saw 100.64.0.2: as expected",
         "internet host saw 198.18.1.2: as expected",
         "internet host saw nothing; plaintext packets on the uplink: 0: as expected",

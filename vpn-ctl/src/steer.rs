@@ -507,6 +507,33 @@ impl Steering {
     }
 }
 
+/// What the per-process hooks should know of a tunnel, from its `Address =`
+/// (CIDR strings) and `DNS =` entries: the first resolver of each family, and
+/// which families the tunnel carries.
+#[must_use]
+pub fn tunnel_info_from(addresses: &[String], dns: &[String]) -> TunnelInfo {
+    let mut info = TunnelInfo::default();
+    for a in addresses {
+        match a
+            .split('/')
+            .next()
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        {
+            Some(std::net::IpAddr::V4(_)) => info.flags |= vpn_common::TUNNEL_CARRIES_V4,
+            Some(std::net::IpAddr::V6(_)) => info.flags |= vpn_common::TUNNEL_CARRIES_V6,
+            None => {}
+        }
+    }
+    for d in dns.iter().rev() {
+        match d.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => info.dns4 = a.octets(),
+            Ok(std::net::IpAddr::V6(a)) => info.dns6 = a.octets(),
+            Err(_) => {}
+        }
+    }
+    info
+}
+
 fn action_name(action: u32) -> &'static str {
     match SteerAction::from_u32(action) {
         Some(SteerAction::Include) => "include",
@@ -558,6 +585,30 @@ fn remove_pins(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunnel_info_takes_families_and_first_resolvers() {
+        let info = tunnel_info_from(
+            &["100.64.0.2/32".into(), "fd00::2/128".into()],
+            &[
+                "100.64.0.53".into(),
+                "100.64.0.54".into(),
+                "fd00::53".into(),
+            ],
+        );
+        assert_eq!(info.dns4, [100, 64, 0, 53]);
+        assert_eq!(
+            info.dns6,
+            "fd00::53".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(
+            info.flags,
+            vpn_common::TUNNEL_CARRIES_V4 | vpn_common::TUNNEL_CARRIES_V6
+        );
+        let v4only = tunnel_info_from(&["100.64.0.2/32".into()], &[]);
+        assert_eq!(v4only.flags, vpn_common::TUNNEL_CARRIES_V4);
+        assert_eq!(v4only.dns4, [0; 4]);
+    }
 
     #[test]
     fn tunnel_names_follow_interface_rules() {

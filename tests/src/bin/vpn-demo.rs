@@ -77,6 +77,26 @@ while True:
     c.close()
 "#;
 
+/// A DNS-port server that answers every query (UDP) with its own name.
+const RESOLVER: &str = r#"
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((sys.argv[1], 53))
+print("listening", flush=True)
+while True:
+    _, peer = u.recvfrom(512); u.sendto(sys.argv[2].encode(), peer)
+"#;
+
+/// Asks the local stub resolver, as glibc would (connected UDP).
+const ASK_DNS: &str = r#"
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)
+u.connect(("127.0.0.53", 53)); u.send(b"q")
+try:
+    print(u.recv(512).decode())
+except OSError as e:
+    print("failed:", e)
+"#;
+
 /// A client: connects to the internet host, says who it is; prints the outcome.
 const VISIT: &str = r#"
 import socket, sys
@@ -245,7 +265,7 @@ fn demo() -> Result<bool> {
         &scratch.0,
         &civ,
         &format!(
-            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\n\n\
+            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\nDNS = 100.64.0.1\n\n\
              [Peer]\nPublicKey = {}\nEndpoint = 198.18.2.2:51820\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n",
             ck.private, sk.public
         ),
@@ -268,10 +288,9 @@ fn demo() -> Result<bool> {
         4,
         "client: vpn-ctl steer add cgroup app (one app into the tunnel, the rest untouched)",
     )?;
-    print!(
-        "    {}",
-        h::run(vpn_ctl().args(["steer", "add", "cgroup"]).arg(app.path()))?
-    );
+    for line in h::run(vpn_ctl().args(["steer", "add", "cgroup"]).arg(app.path()))?.lines() {
+        println!("    {line}");
+    }
 
     let mut reporter = Daemon::spawn(internet.command("python3").args(["-c", REPORTER]))?;
     reporter.wait_for("listening", Duration::from_secs(10))?;
@@ -286,7 +305,41 @@ fn demo() -> Result<bool> {
     };
 
     let mut ok = true;
-    step(5, "steered app connects to the internet host")?;
+    step(5, "DNS: a local stub answers on 127.0.0.53, the provider's resolver on 100.64.0.1 (DNS = in the config)")?;
+    let mut stub = Daemon::spawn(client.command("python3").args([
+        "-c",
+        RESOLVER,
+        "127.0.0.53",
+        "local-stub",
+    ]))?;
+    let mut vpn_dns = Daemon::spawn(server.command("python3").args([
+        "-c",
+        RESOLVER,
+        "100.64.0.1",
+        "tunnel-resolver",
+    ]))?;
+    stub.wait_for("listening", Duration::from_secs(10))?;
+    vpn_dns.wait_for("listening", Duration::from_secs(10))?;
+    for (cg, name, want) in [
+        (&app, "steered app", "tunnel-resolver"),
+        (&other, "unsteered app", "local-stub"),
+    ] {
+        let got = h::run(
+            client
+                .command_in("python3", Some(cg))?
+                .args(["-c", ASK_DNS]),
+        )?
+        .trim()
+        .to_owned();
+        let good = got == want;
+        ok &= good;
+        println!(
+            "    {name} asks 127.0.0.53: answered by {got}: {}",
+            verdict(good)
+        );
+    }
+
+    step(6, "steered app connects to the internet host")?;
     let out = visit(&app, "steered")?;
     let who = seen(&reporter, "steered", Duration::from_secs(5));
     let good = who.as_deref() == Some("100.64.0.2");
@@ -298,7 +351,7 @@ fn demo() -> Result<bool> {
     );
     println!("    (the tunnel's address: the app went through the tunnel)");
 
-    step(6, "unsteered app connects to the internet host")?;
+    step(7, "unsteered app connects to the internet host")?;
     let out = visit(&other, "unsteered")?;
     let who = seen(&reporter, "unsteered", Duration::from_secs(5));
     let good = who.as_deref() == Some("198.18.1.2");
@@ -311,7 +364,7 @@ fn demo() -> Result<bool> {
     println!("    (the client's own address: untouched by vpn)");
 
     step(
-        7,
+        8,
         "the tunnel is cut (the client's vpn-ctl daemon is killed with SIGKILL)",
     )?;
     let pid: i32 = fs::read_to_string(format!("/run/vpn/{civ}.pid"))?

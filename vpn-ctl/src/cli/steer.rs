@@ -9,8 +9,9 @@ use clap::Subcommand;
 use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6, TUNNEL_FULL};
 use vpn_ctl::{
     cgroup,
+    device::{control, daemon},
     netlink::Netlink,
-    process,
+    process, steer,
     steer::{Options, Steering},
 };
 
@@ -99,7 +100,16 @@ fn ensure_loaded(opts: &Options) -> Result<Steering> {
         let policy = opts.policy(false);
         with_netlink(async |nl| Ok(policy.check_conflicts(nl).await?))?;
     }
-    let (s, _) = Steering::open_or_load(opts)?;
+    let (mut s, _) = Steering::open_or_load(opts)?;
+    if fresh {
+        // A tunnel of that name already running tells the hooks its DNS and
+        // families; `steer dns` / `steer ipv6` override.
+        if let Ok(status) = control::query(&daemon::ctl_path(&opts.tunnel)) {
+            let info = steer::tunnel_info_from(&status.addresses, &status.dns);
+            s.set_tunnel_info(info)?;
+            println!("tunnel {} is up: {}", opts.tunnel, describe_info(&info));
+        }
+    }
     let policy = opts.policy(s.tunnel_info()?.flags & TUNNEL_FULL != 0);
     match with_netlink(async |nl| Ok(policy.install(nl).await?)) {
         Ok(added) => {
