@@ -36,7 +36,7 @@ const MARK: u32 = 0x1000_0000;
 
 struct World {
     client: Netns,
-    _wan: Netns,
+    wan: Netns,
     root: Cgroup,
     steered: Cgroup,
     plain: Cgroup,
@@ -78,7 +78,7 @@ fn world() -> World {
     fs::create_dir_all(pins.path()).unwrap();
     World {
         client,
-        _wan: wan,
+        wan,
         root,
         steered,
         plain,
@@ -469,4 +469,67 @@ fn forwarded_sources_are_marked_by_interface_and_prefix_and_guarded() {
         assert!(guard::detach(f.pins.path(), hook, ifname).unwrap());
     }
     drop(bpf);
+}
+
+/// The XDP filter on the client's uplink: of datagrams to the tunnel port,
+/// only well-formed WireGuard messages reach the socket.
+#[test]
+fn xdp_filter_keeps_garbage_from_the_tunnel_socket() {
+    let w = world();
+    let (mut bpf, mut maps, _events) = load(&w.root, None, w.pins.path());
+    maps.set_tunnel_port(51820).unwrap();
+    let ns = File::open(w.client.path()).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: moves only this short-lived thread into the namespace.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            guard::attach_xdp(&mut bpf, "eth0", Some(w.pins.path())).unwrap();
+        })
+        .join()
+        .unwrap();
+    });
+    let mut rx = h::Daemon::spawn(w.client.command("python3").args([
+        "-c",
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.77.1.1", 51820))
+print("ready", flush=True)
+s.settimeout(2)
+n = 0
+try:
+    while True:
+        d = s.recv(2048)
+        print("got", d[0], len(d), flush=True)
+except socket.timeout:
+    pass
+"#,
+    ]))
+    .unwrap();
+    rx.wait_for("ready", Duration::from_secs(10)).unwrap();
+    w.wan
+        .sh(r#"python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for m in [b"\x04" + bytes(31), b"\x01" + bytes(147), b"GET / HTTP/1.1\r\n\r\n", b"\x04\x00\x00\x01" + bytes(28), b"\x01" + bytes(100)]:
+    s.sendto(m, ("10.77.1.1", 51820))
+'"#)
+        .unwrap();
+    rx.wait(Duration::from_secs(5)).unwrap();
+    let got: Vec<String> = rx
+        .stdout()
+        .lines()
+        .filter(|l| l.starts_with("got"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        got,
+        ["got 4 32", "got 1 148"],
+        "only WireGuard-shaped datagrams"
+    );
+    assert_eq!(maps.stat(vpn_common::GuardStat::XdpDropped).unwrap(), 3);
+    assert!(guard::detach_xdp(w.pins.path(), "eth0").unwrap());
 }

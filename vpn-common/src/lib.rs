@@ -23,6 +23,7 @@ pub mod names {
     pub const SOCK_OWNERS: &str = "SOCK_OWNERS";
     pub const PROG_TC_INGRESS: &str = "vpn_tc_ingress";
     pub const PROG_TC_GUARD: &str = "vpn_tc_guard";
+    pub const PROG_XDP_FILTER: &str = "vpn_xdp_filter";
 }
 
 /// Deepest cgroup level whose ancestors the classifier walks. cgroup v2 trees
@@ -280,10 +281,14 @@ pub enum GuardStat {
     IngressMarked = 4,
     /// Forwarded packets an exclude rule left unmarked.
     IngressExcluded = 5,
+    /// Datagrams to the tunnel port that look like WireGuard (XDP filter).
+    XdpPassed = 6,
+    /// Datagrams to the tunnel port the XDP filter dropped as malformed.
+    XdpDropped = 7,
 }
 
 impl GuardStat {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 8;
     pub const ALL: [GuardStat; Self::COUNT as usize] = [
         GuardStat::Passed,
         GuardStat::Bypassed,
@@ -291,6 +296,8 @@ impl GuardStat {
         GuardStat::EventsLost,
         GuardStat::IngressMarked,
         GuardStat::IngressExcluded,
+        GuardStat::XdpPassed,
+        GuardStat::XdpDropped,
     ];
 
     #[must_use]
@@ -302,6 +309,8 @@ impl GuardStat {
             GuardStat::EventsLost => "guard_events_lost",
             GuardStat::IngressMarked => "ingress_marked",
             GuardStat::IngressExcluded => "ingress_excluded",
+            GuardStat::XdpPassed => "xdp_passed",
+            GuardStat::XdpDropped => "xdp_dropped",
         }
     }
 }

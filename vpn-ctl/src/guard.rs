@@ -37,7 +37,7 @@ use aya::{
     programs::{
         links::{FdLink, LinkError},
         tc::{SchedClassifier, TcAttachType},
-        ProgramError, TestRun, TestRunOptions,
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
     },
     Ebpf,
 };
@@ -49,6 +49,7 @@ use vpn_common::{
 /// Pin names of the two programs inside a tunnel's pin directory.
 pub const PIN_PROG_TC_GUARD: &str = "prog_tc_guard";
 pub const PIN_PROG_TC_INGRESS: &str = "prog_tc_ingress";
+pub const PIN_PROG_XDP_FILTER: &str = "prog_xdp_filter";
 
 /// Maps the guard owns (pinned under these names, as in `vpn_common::names`).
 pub const MAP_NAMES: [&str; 6] = [
@@ -191,10 +192,16 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<(), GuardError> {
             )))?;
         }
     }
+    let xdp = xdp_program_mut(bpf)?;
+    if xdp.fd().is_err() {
+        xdp.load()
+            .map_err(prog_err(format!("loading {}", names::PROG_XDP_FILTER)))?;
+    }
     Ok(())
 }
 
-/// Pins both loaded programs as `prog_tc_guard` and `prog_tc_ingress`.
+/// Pins the loaded programs as `prog_tc_guard`, `prog_tc_ingress` and
+/// `prog_xdp_filter`.
 pub fn pin_programs(bpf: &mut Ebpf, pin_dir: &Path) -> Result<(), GuardError> {
     for hook in [Hook::Guard, Hook::Ingress] {
         let path = pin_dir.join(hook.prog_pin());
@@ -202,7 +209,79 @@ pub fn pin_programs(bpf: &mut Ebpf, pin_dir: &Path) -> Result<(), GuardError> {
             .pin(&path)
             .map_err(pin_err(path.display().to_string()))?;
     }
-    Ok(())
+    let path = pin_dir.join(PIN_PROG_XDP_FILTER);
+    xdp_program_mut(bpf)?
+        .pin(&path)
+        .map_err(pin_err(path.display().to_string()))
+}
+
+/// The XDP WireGuard filter of the loaded object, for attaching or
+/// `test_run`.
+pub fn xdp_program(bpf: &Ebpf) -> Result<&Xdp, GuardError> {
+    bpf.program(names::PROG_XDP_FILTER)
+        .ok_or(GuardError::Missing(names::PROG_XDP_FILTER))?
+        .try_into()
+        .map_err(prog_err(names::PROG_XDP_FILTER))
+}
+
+fn xdp_program_mut(bpf: &mut Ebpf) -> Result<&mut Xdp, GuardError> {
+    bpf.program_mut(names::PROG_XDP_FILTER)
+        .ok_or(GuardError::Missing(names::PROG_XDP_FILTER))?
+        .try_into()
+        .map_err(prog_err(names::PROG_XDP_FILTER))
+}
+
+/// Pin name of the XDP filter's link on `ifname`.
+#[must_use]
+pub fn xdp_link_pin(ifname: &str) -> String {
+    format!("link_xdp_{ifname}")
+}
+
+/// Attaches the XDP WireGuard filter to an uplink (the kernel picks native
+/// or generic mode) for the port set with [`Maps::set_tunnel_port`]; pinned
+/// as [`xdp_link_pin`] under `pin_dir` when given.
+pub fn attach_xdp(
+    bpf: &mut Ebpf,
+    ifname: &str,
+    pin_dir: Option<&Path>,
+) -> Result<Attachment, GuardError> {
+    if ifindex(ifname).is_none() {
+        return Err(GuardError::NoSuchInterface(ifname.to_owned()));
+    }
+    let prog = xdp_program_mut(bpf)?;
+    let id = prog
+        .attach(ifname, XdpMode::Default)
+        .map_err(prog_err(format!("attaching the XDP filter to {ifname}")))?;
+    let link = prog
+        .take_link(id)
+        .map_err(prog_err("taking the XDP link"))?;
+    let link = FdLink::try_from(link).map_err(|source| GuardError::Link {
+        what: format!("the XDP link on {ifname} is not a bpf_link (needs Linux >= 5.9)"),
+        source,
+    })?;
+    match pin_dir {
+        None => Ok(Attachment::Owned(link)),
+        Some(dir) => {
+            let path = dir.join(xdp_link_pin(ifname));
+            link.pin(&path)
+                .map_err(pin_err(path.display().to_string()))?;
+            Ok(Attachment::Pinned(path))
+        }
+    }
+}
+
+/// Detaches a pinned XDP filter; returns whether it was attached.
+pub fn detach_xdp(pin_dir: &Path, ifname: &str) -> Result<bool, GuardError> {
+    let path = pin_dir.join(xdp_link_pin(ifname));
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(GuardError::Io {
+            what: "removing",
+            path,
+            source,
+        }),
+    }
 }
 
 /// An attached classifier: either pinned (stays attached after drop), or
@@ -1225,6 +1304,75 @@ mod tests {
         let sources = t.maps.sources().unwrap();
         let s = sources.iter().find(|s| s.source == "10.9.0.5").unwrap();
         assert_eq!(s.steered_packets, 2, "{sources:?}");
+    }
+
+    #[test]
+    fn xdp_filter_drops_what_cannot_be_wireguard() {
+        let Some(mut t) = load() else { return };
+        let xdp = |frame: &[u8]| {
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(frame);
+            xdp_program(&t.bpf)
+                .unwrap()
+                .test_run(opts)
+                .unwrap()
+                .return_value
+        };
+        const XDP_DROP: u32 = 1;
+        const XDP_PASS: u32 = 2;
+        // A UDP frame to `dport` carrying `msg`.
+        let udp = |v6: bool, dport: u16, msg: &[u8]| {
+            let (s, d): (IpAddr, IpAddr) = if v6 {
+                ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap())
+            } else {
+                ("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap())
+            };
+            let mut f = eth_frame(s, d, UDP, 51820, dport);
+            let ulen = (8 + msg.len()) as u16;
+            let at = f.len() - 8;
+            f[at + 4..at + 6].copy_from_slice(&ulen.to_be_bytes());
+            let ip_len = if v6 { ulen } else { ulen + 20 };
+            let off = if v6 { 18 } else { 16 };
+            f[off..off + 2].copy_from_slice(&ip_len.to_be_bytes());
+            f.extend_from_slice(msg);
+            f
+        };
+        let msg = |ty: u8, len: usize| {
+            let mut m = vec![0u8; len];
+            m[0] = ty;
+            m
+        };
+        let valid = udp(false, 51820, &msg(4, 48));
+        assert_eq!(xdp(&valid), XDP_PASS, "no port configured: all pass");
+        t.maps.set_tunnel_port(51820).unwrap();
+        let cases = [
+            ("initiation", msg(1, 148), XDP_PASS),
+            ("response", msg(2, 92), XDP_PASS),
+            ("cookie reply", msg(3, 64), XDP_PASS),
+            ("keepalive", msg(4, 32), XDP_PASS),
+            ("data", msg(4, 1440), XDP_PASS),
+            ("short initiation", msg(1, 147), XDP_DROP),
+            ("unpadded data", msg(4, 40), XDP_DROP),
+            ("short data", msg(4, 16), XDP_DROP),
+            ("unknown type", msg(7, 64), XDP_DROP),
+            (
+                "reserved bits",
+                [vec![4, 0, 1, 0], vec![0; 28]].concat(),
+                XDP_DROP,
+            ),
+            ("empty", vec![], XDP_DROP),
+        ];
+        for (what, m, want) in &cases {
+            assert_eq!(xdp(&udp(false, 51820, m)), *want, "IPv4 {what}");
+            assert_eq!(xdp(&udp(true, 51820, m)), *want, "IPv6 {what}");
+        }
+        assert_eq!(xdp(&udp(false, 53, &msg(7, 3))), XDP_PASS, "other port");
+        let mut lying = udp(false, 51820, &msg(4, 32));
+        let at = lying.len() - 40;
+        lying[at + 4..at + 6].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(xdp(&lying), XDP_DROP, "UDP length past the frame");
+        assert_eq!(t.maps.stat(GuardStat::XdpPassed).unwrap(), 10);
+        assert_eq!(t.maps.stat(GuardStat::XdpDropped).unwrap(), 13);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod owner;
 mod packet;
 mod tc_guard;
 mod tc_ingress;
+mod xdp_filter;
 
 #[cfg(not(test))]
 #[panic_handler]
