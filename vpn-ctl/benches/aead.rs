@@ -29,7 +29,10 @@ use std::{
 use chacha20poly1305::{aead::AeadInPlace, ChaCha20Poly1305, KeyInit, Nonce, Tag};
 
 const SIZES: [usize; 3] = [128, 1420, 8192];
-const ROUNDS: usize = 7;
+/// Passes over all implementations (interleaved, so that the load of a shared
+/// machine hits them alike), and timed rounds per pass; the best round counts.
+const PASSES: usize = 4;
+const ROUNDS: usize = 2;
 const ROUND: Duration = Duration::from_millis(120);
 
 fn nonce(counter: u64) -> [u8; 12] {
@@ -324,9 +327,17 @@ fn main() {
         .map_or("unknown CPU".to_owned(), |m| m.trim().to_owned());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "ChaCha20-Poly1305 per core on {cpu} ({cores} cores), best of {ROUNDS} rounds; GB/s = 10^9 bytes/s"
+        "ChaCha20-Poly1305 per core on {cpu} ({cores} cores), best of {} rounds in {PASSES} interleaved passes; GB/s = 10^9 bytes/s",
+        PASSES * ROUNDS
     );
-    let rows: Vec<Row> = all.iter().map(|a| measure(a.as_ref())).collect();
+    let mut rows: Vec<Row> = all.iter().map(|a| measure(a.as_ref())).collect();
+    for _ in 1..PASSES {
+        for (row, a) in rows.iter_mut().zip(&all) {
+            for (best, new) in row.ns.iter_mut().zip(measure(a.as_ref()).ns) {
+                *best = (best.0.min(new.0), best.1.min(new.1));
+            }
+        }
+    }
 
     for (i, &size) in SIZES.iter().enumerate() {
         let base = &rows[0].ns[i];
