@@ -165,7 +165,7 @@ fn stand_in_lib_rejects_unknown_and_mistyped_options() {
     let module = repo().join("nix/module.nix");
     let expr = |cfg: &str| {
         format!(
-            "let lib = import {}; in (lib.evalModule (import {}) {{ services.vpn = {{ enable = true; package = \"/p\"; tunnels.t = {cfg}; }}; }} {{ writeText = n: _: n; writeShellScript = n: _: n; iproute2 = \"/i\"; }}).systemd.services",
+            "let lib = import {}; in (lib.evalModule (import {}) {{ services.vpn = {{ enable = true; package = \"/p\"; tunnels.t = {cfg}; }}; }} {{ writeText = n: _: n; writeShellScript = n: _: n; iproute2 = \"/i\"; }})",
             lib.display(),
             module.display()
         )
