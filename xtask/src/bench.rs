@@ -71,6 +71,9 @@ pub struct TunnelArgs {
     /// Number of pings (at a 10 ms interval) for the RTT.
     #[arg(long, default_value_t = 50)]
     pings: u32,
+    /// Benchmark this vpn-ctl binary instead of building target/release/vpn-ctl.
+    #[arg(long, value_name = "PATH")]
+    vpn_ctl: Option<PathBuf>,
 }
 
 pub fn run(what: What) -> Result<()> {
@@ -502,7 +505,7 @@ fn tunnel(args: TunnelArgs) -> Result<()> {
         Err("not selected".into())
     };
     let vpn = if kinds.contains(&Kind::Vpn) {
-        vpn_available()
+        vpn_available(args.vpn_ctl.as_deref())
     } else {
         Err("not selected".into())
     };
@@ -566,11 +569,16 @@ fn ensure_gotatun() -> Result<PathBuf, String> {
 
 /// Builds the release binaries and checks that `vpn-ctl up` exists. A build
 /// failure or a missing command makes vpn "not available", not a failure.
-fn vpn_available() -> Result<PathBuf, String> {
-    if let Err(e) = crate::build() {
-        return Err(format!("release build failed: {e:#}"));
-    }
-    let bin = crate::vpn_ctl_bin();
+fn vpn_available(given: Option<&Path>) -> Result<PathBuf, String> {
+    let bin = match given {
+        Some(p) => p.to_owned(),
+        None => {
+            if crate::build().is_err() {
+                return Err("the release build failed (cargo's errors are above)".into());
+            }
+            crate::vpn_ctl_bin()
+        }
+    };
     let help = run_bounded(Command::new(&bin).args(["up", "--help"]), START_TIMEOUT);
     match help {
         Ok(o) if o.status.success() && o.stdout.contains("--foreground") => Ok(bin),
