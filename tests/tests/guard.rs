@@ -118,6 +118,7 @@ fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Ev
     let maps = Maps::take(&mut bpf, Some(pins)).unwrap();
     let events = Events::take(&mut bpf, Some(pins)).unwrap();
     guard::load_programs(&mut bpf).unwrap();
+    guard::pin_programs(&mut bpf, pins).unwrap();
     let sc: &mut CgroupSock = bpf
         .program_mut(names::PROG_SOCK_CREATE)
         .unwrap()
@@ -127,6 +128,24 @@ fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Ev
     sc.attach(File::open(root.path()).unwrap(), CgroupAttachMode::Single)
         .unwrap();
     (bpf, maps, events)
+}
+
+/// Runs `f` on a short-lived thread inside `ns`.
+fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let ns = File::open(ns.path()).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: moves only this scoped thread into the namespace.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0,
+                "setns"
+            );
+            f()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 /// Attaches a classifier to `ifname` of `ns`, pinned under `pins`, from a
@@ -288,6 +307,22 @@ fn guard_blocks_steered_plaintext_and_reports_it() {
     let lines = cap.finish().unwrap();
     assert_eq!(seen(&lines, 9000), 2, "detached");
     assert!(guard::attached(w.pins.path(), Hook::Guard).is_empty());
+
+    // A later process attaches the program pinned at first load: it shares
+    // that load's maps, so the steered cgroup is blocked again at once.
+    in_ns(&w.client, || {
+        guard::attach_pinned(w.pins.path(), Hook::Guard, "eth0").unwrap()
+    });
+    let cap = Capture::start(&w.client, "eth0", filter).unwrap();
+    send(&w, &w.steered, "198.18.9.9", 9000, 2);
+    send(&w, &w.plain, "198.18.9.9", 9001, 2);
+    let lines = cap.finish().unwrap();
+    assert_eq!(
+        (seen(&lines, 9000), seen(&lines, 9001)),
+        (0, 2),
+        "re-attached from the pin"
+    );
+    assert!(guard::detach(w.pins.path(), Hook::Guard, "eth0").unwrap());
     drop((maps, maps_again, events));
 }
 
@@ -478,18 +513,8 @@ fn xdp_filter_keeps_garbage_from_the_tunnel_socket() {
     let w = world();
     let (mut bpf, mut maps, _events) = load(&w.root, None, w.pins.path());
     maps.set_tunnel_port(51820).unwrap();
-    let ns = File::open(w.client.path()).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: moves only this short-lived thread into the namespace.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            guard::attach_xdp(&mut bpf, "eth0", Some(w.pins.path())).unwrap();
-        })
-        .join()
-        .unwrap();
+    in_ns(&w.client, || {
+        guard::attach_xdp(&mut bpf, "eth0", Some(w.pins.path())).unwrap()
     });
     let mut rx = h::Daemon::spawn(w.client.command("python3").args([
         "-c",
@@ -532,4 +557,21 @@ for m in [b"\x04" + bytes(31), b"\x01" + bytes(147), b"GET / HTTP/1.1\r\n\r\n", 
     );
     assert_eq!(maps.stat(vpn_common::GuardStat::XdpDropped).unwrap(), 3);
     assert!(guard::detach_xdp(w.pins.path(), "eth0").unwrap());
+
+    // A later process loads the object again reusing the pinned maps: its
+    // filter knows the tunnel port and counts into the same counters.
+    let mut later = guard::load_sharing_pins(w.pins.path()).unwrap();
+    guard::load_programs(&mut later).unwrap();
+    let link = in_ns(&w.client, || {
+        guard::attach_xdp(&mut later, "eth0", None).unwrap()
+    });
+    w.wan
+        .sh(r#"python3 -c '
+import socket
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"junk", ("10.77.1.1", 51820))
+'"#)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(maps.stat(vpn_common::GuardStat::XdpDropped).unwrap(), 4);
+    drop(link);
 }

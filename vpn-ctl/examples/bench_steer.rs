@@ -13,8 +13,10 @@
 //!    classifier (best of several interleaved rounds).
 //!
 //! Needs root. Everything lives in namespaces named `vpnb-<pid>-*`, removed
-//! on every exit path. Arguments: `--packets N` (default 200000), `--rounds
-//! N` (default 5), `--repeat N` for test_run (default 200000).
+//! on every exit path. Arguments: `--packets N` per round (default 30000),
+//! `--rounds N` (default 15; many short rounds, so that the best of them
+//! misses the other load of a shared machine), `--repeat N` for test_run
+//! (default 200000).
 use std::{
     fmt::Write as _,
     fs::File,
@@ -51,8 +53,8 @@ struct Opts {
 
 fn opts() -> Result<Opts> {
     let mut o = Opts {
-        packets: 200_000,
-        rounds: 5,
+        packets: 30_000,
+        rounds: 15,
         repeat: 200_000,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -20,6 +20,13 @@
 //! Attaching uses TCX (a bpf_link) on the interface of that name in the
 //! calling thread's network namespace; pinning the link keeps the program
 //! attached after the process exits, and removing the pin detaches it.
+//!
+//! A later process (say `vpn-ctl attach eth1` after steering was loaded by
+//! an earlier run) must not load a fresh object for the guard: its maps
+//! would be new and empty. It attaches the programs pinned at first load
+//! with [`attach_pinned`], which shares the maps of that load (and so
+//! `STEER_CGROUPS`, `VPN_CONFIG` and the socket owners), or loads the object
+//! with [`load_sharing_pins`], which reuses every pinned map.
 use std::{
     ffi::CString,
     fmt, fs, io,
@@ -98,6 +105,8 @@ pub enum GuardError {
         #[source]
         source: io::Error,
     },
+    #[error("the kernel refused to load vpn's eBPF object")]
+    Load(#[source] Box<aya::EbpfError>),
     #[error("interface {0:?} does not exist (in this network namespace)")]
     NoSuchInterface(String),
     #[error("prefix length {len} is too long for {addr} (at most {max})")]
@@ -245,10 +254,41 @@ pub fn attach_xdp(
     ifname: &str,
     pin_dir: Option<&Path>,
 ) -> Result<Attachment, GuardError> {
+    attach_xdp_prog(xdp_program_mut(bpf)?, ifname, pin_dir)
+}
+
+/// Loads vpn's object again in a later process so that every map pinned
+/// under `pin_dir` (by [`Maps::take`], [`Events::take`] or the steering) is
+/// reused instead of created: its programs then share the first load's
+/// state. Program and link pins (`prog_*`, `link_*`) are skipped.
+pub fn load_sharing_pins(pin_dir: &Path) -> Result<Ebpf, GuardError> {
+    let names: Vec<String> = fs::read_dir(pin_dir)
+        .map_err(|source| GuardError::Io {
+            what: "reading",
+            path: pin_dir.to_owned(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("prog_") && !n.starts_with("link_"))
+        .collect();
+    let mut loader = aya::EbpfLoader::new();
+    for name in &names {
+        loader.map_pin_path(name.as_str(), pin_dir.join(name));
+    }
+    loader
+        .load(crate::ebpf::OBJECT)
+        .map_err(|source| GuardError::Load(Box::new(source)))
+}
+
+fn attach_xdp_prog(
+    prog: &mut Xdp,
+    ifname: &str,
+    pin_dir: Option<&Path>,
+) -> Result<Attachment, GuardError> {
     if ifindex(ifname).is_none() {
         return Err(GuardError::NoSuchInterface(ifname.to_owned()));
     }
-    let prog = xdp_program_mut(bpf)?;
     let id = prog
         .attach(ifname, XdpMode::Default)
         .map_err(prog_err(format!("attaching the XDP filter to {ifname}")))?;
@@ -259,15 +299,7 @@ pub fn attach_xdp(
         what: format!("the XDP link on {ifname} is not a bpf_link (needs Linux >= 5.9)"),
         source,
     })?;
-    match pin_dir {
-        None => Ok(Attachment::Owned(link)),
-        Some(dir) => {
-            let path = dir.join(xdp_link_pin(ifname));
-            link.pin(&path)
-                .map_err(pin_err(path.display().to_string()))?;
-            Ok(Attachment::Pinned(path))
-        }
-    }
+    pin_link(link, pin_dir.map(|d| d.join(xdp_link_pin(ifname))))
 }
 
 /// Detaches a pinned XDP filter; returns whether it was attached.
@@ -302,10 +334,33 @@ pub fn attach(
     ifname: &str,
     pin_dir: Option<&Path>,
 ) -> Result<Attachment, GuardError> {
+    attach_classifier(program_mut(bpf, hook)?, hook, ifname, pin_dir)
+}
+
+/// Attaches the classifier pinned by [`pin_programs`] under `pin_dir` (so
+/// it shares the maps of the process that loaded it, e.g. a `vpn-ctl
+/// attach` after steering was loaded by another run) and pins the link.
+pub fn attach_pinned(pin_dir: &Path, hook: Hook, ifname: &str) -> Result<PathBuf, GuardError> {
+    let path = pin_dir.join(hook.prog_pin());
+    let mut prog = SchedClassifier::from_pin(&path).map_err(prog_err(format!(
+        "opening the pinned program {}",
+        path.display()
+    )))?;
+    match attach_classifier(&mut prog, hook, ifname, Some(pin_dir))? {
+        Attachment::Pinned(p) => Ok(p),
+        Attachment::Owned(_) => unreachable!("pinned on request"),
+    }
+}
+
+fn attach_classifier(
+    prog: &mut SchedClassifier,
+    hook: Hook,
+    ifname: &str,
+    pin_dir: Option<&Path>,
+) -> Result<Attachment, GuardError> {
     if ifindex(ifname).is_none() {
         return Err(GuardError::NoSuchInterface(ifname.to_owned()));
     }
-    let prog = program_mut(bpf, hook)?;
     let id = prog
         .attach(ifname, hook.attach_type())
         .map_err(prog_err(format!(
@@ -321,11 +376,15 @@ pub fn attach(
         ),
         source,
     })?;
-    match pin_dir {
+    pin_link(link, pin_dir.map(|d| d.join(hook.link_pin(ifname))))
+}
+
+/// Pins `link` at `path` (on failure the link is dropped, which detaches
+/// it), or hands it back owned.
+fn pin_link(link: FdLink, path: Option<PathBuf>) -> Result<Attachment, GuardError> {
+    match path {
         None => Ok(Attachment::Owned(link)),
-        Some(dir) => {
-            let path = dir.join(hook.link_pin(ifname));
-            // On failure the link is dropped, which detaches it.
+        Some(path) => {
             link.pin(&path)
                 .map_err(pin_err(path.display().to_string()))?;
             Ok(Attachment::Pinned(path))
@@ -468,12 +527,16 @@ pub struct Maps {
     ifaces: HashMap<MapData, u32, SteerRule>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     stats: PerCpuArray<MapData, u64>,
+    /// `SOCK_OWNERS` when taken from a loaded object (see [`Maps::take`]).
+    _owners: Option<Map>,
 }
 
 impl Maps {
-    /// Takes the guard maps out of a loaded object, pinning each under
-    /// `pin_dir` (as its name) when given. The programs of the object still
-    /// use them.
+    /// Takes the guard maps (and `SOCK_OWNERS`) out of a loaded object,
+    /// pinning each under `pin_dir` (as its name) when given. The programs
+    /// of the object still use them. Keep the result alive until the
+    /// programs are loaded ([`load_programs`]): a map whose fd is closed
+    /// before then fails the program load with EBADF.
     pub fn take(bpf: &mut Ebpf, pin_dir: Option<&Path>) -> Result<Self, GuardError> {
         let mut take = |name: &'static str| -> Result<Map, GuardError> {
             let map = bpf.take_map(name).ok_or(GuardError::Missing(name))?;
@@ -484,14 +547,20 @@ impl Maps {
             }
             Ok(map)
         };
-        Self::from_maps([
+        // The socket-owner map is sock_create's and the guard's; pinned so a
+        // later load (load_sharing_pins) shares it. Its handle must live
+        // until the programs are loaded: they refer to the map by this fd.
+        let owners = take(names::SOCK_OWNERS)?;
+        let mut maps = Self::from_maps([
             take(names::GUARD_CONFIG)?,
             take(names::STEER_SRC_V4)?,
             take(names::STEER_SRC_V6)?,
             take(names::STEER_IFACES)?,
             take(names::SOURCE_STATS)?,
             take(names::GUARD_STATS)?,
-        ])
+        ])?;
+        maps._owners = Some(owners);
+        Ok(maps)
     }
 
     /// Opens the maps pinned under `pin_dir` by [`Maps::take`].
@@ -521,6 +590,7 @@ impl Maps {
             ifaces: HashMap::try_from(ifaces).map_err(map_err(names::STEER_IFACES))?,
             sources: PerCpuHashMap::try_from(sources).map_err(map_err(names::SOURCE_STATS))?,
             stats: PerCpuArray::try_from(stats).map_err(map_err(names::GUARD_STATS))?,
+            _owners: None,
         })
     }
 
