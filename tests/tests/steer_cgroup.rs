@@ -19,7 +19,7 @@ use std::{process::Command, time::Duration};
 use netns_harness::{self as h, Capture, Cgroup, Daemon, Netns, PinRoot};
 
 const MARK: &str = "0x10000000";
-const DIRECT: &str = "0x20000000";
+const DIRECT: &str = "0x80000000";
 const TABLE: &str = "30318";
 
 struct World {
@@ -95,7 +95,7 @@ fn vpn_ctl(w: &World) -> Command {
 const SEND: &str = r#"python3 -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-print(hex(s.getsockopt(socket.SOL_SOCKET, 36)))
+print(hex(s.getsockopt(socket.SOL_SOCKET, 36) & 0xffffffff))
 s.sendto(b"vpn-probe", ("198.18.9.9", 9000))
 '"#;
 
@@ -357,7 +357,7 @@ deadline = time.time() + 20
 while not os.path.exists(sys.argv[1]) and time.time() < deadline:
     time.sleep(0.05)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-print(hex(s.getsockopt(socket.SOL_SOCKET, 36)), flush=True)
+print(hex(s.getsockopt(socket.SOL_SOCKET, 36) & 0xffffffff), flush=True)
 s.sendto(b"vpn-probe", ("198.18.9.9", 9000))
 print("sent", flush=True)
 "#;

@@ -32,7 +32,7 @@ use crate::{cgroup, ebpf, routing};
 pub const DEFAULT_MARK: u32 = 0x1000_0000;
 /// The bit of sockets that stay direct (excluded sources; the tunnel's own
 /// UDP socket in full-tunnel mode).
-pub const DEFAULT_DIRECT_MARK: u32 = 0x2000_0000;
+pub const DEFAULT_DIRECT_MARK: u32 = 0x8000_0000;
 
 const PIN_PROG_SOCK_CREATE: &str = "prog_sock_create";
 const PIN_LINK_SOCK_CREATE: &str = "link_sock_create";
@@ -620,9 +620,13 @@ mod tests {
     }
 
     #[test]
-    fn default_mark_clear_of_other_tools() {
-        assert_eq!(DEFAULT_MARK & 0xca6c, 0, "wg-quick's 51820");
-        assert_eq!(DEFAULT_MARK & 0x00ff_0000, 0, "Tailscale's mask");
-        assert_eq!(DEFAULT_MARK.count_ones(), 1);
+    fn default_marks_clear_of_other_tools() {
+        for m in [DEFAULT_MARK, DEFAULT_DIRECT_MARK] {
+            assert_eq!(m & 0xca6c, 0, "wg-quick's 51820");
+            assert_eq!(m & 0x00ff_0000, 0, "Tailscale's mask");
+            assert_eq!(m & 0x6d6f_6c65, 0, "Mullvad's mark");
+            assert_eq!(m.count_ones(), 1);
+        }
+        assert_ne!(DEFAULT_MARK, DEFAULT_DIRECT_MARK);
     }
 }

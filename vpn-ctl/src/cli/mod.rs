@@ -107,7 +107,7 @@ fn options(cli: &Cli) -> Result<Options> {
     };
     if cli.mark.count_ones() != 1 || cli.mark == DEFAULT_DIRECT_MARK {
         anyhow::bail!(
-            "--mark {:#x} must be a single bit other than the direct bit 0x20000000 (vpn owns only those bits of the fwmark)",
+            "--mark {:#x} must be a single bit other than the direct bit {DEFAULT_DIRECT_MARK:#x} (vpn owns only those bits of the fwmark)",
             cli.mark
         );
     }
