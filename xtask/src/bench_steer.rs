@@ -28,8 +28,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "--example",
         "bench_steer",
     ]))?;
-    run_checked(
-        std::process::Command::new(crate::workspace().join("target/release/examples/bench_steer"))
-            .args(args),
-    )
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || crate::workspace().join("target"),
+        std::path::PathBuf::from,
+    );
+    run_checked(std::process::Command::new(target.join("release/examples/bench_steer")).args(args))
 }
