@@ -35,7 +35,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::{lock, Counters, Shared};
+use super::{gro::Gro, lock, Counters, Shared};
 use crate::{
     noise::Action,
     tun::{gso_split, Tun, VirtioNetHdr},
@@ -423,6 +423,14 @@ impl Outbound {
     }
 }
 
+/// The inbound thread's preallocated buffers.
+struct Buffers<'a> {
+    opened: &'a mut [u8],
+    lens: &'a mut [usize],
+    reply: &'a mut [u8],
+    gro: &'a mut Gro,
+}
+
 /// UDP → open → TUN.
 struct Inbound {
     device: Shared,
@@ -456,6 +464,7 @@ impl Inbound {
         let mut lens = vec![0usize; IN_SLOTS];
         let mut reply = vec![0u8; 65_536 + 64];
         let mut out = Outboxes::new(16, &sockets);
+        let mut gro = Gro::default();
 
         while !self.signals.stop.load(Ordering::Relaxed) {
             {
@@ -503,9 +512,12 @@ impl Inbound {
                     self.track_load(n == recv.capacity());
                     self.process(
                         &recv,
-                        &mut opened,
-                        &mut lens,
-                        &mut reply,
+                        &mut Buffers {
+                            opened: &mut opened,
+                            lens: &mut lens,
+                            reply: &mut reply,
+                            gro: &mut gro,
+                        },
                         &mut out,
                         &sockets,
                     );
@@ -547,12 +559,16 @@ impl Inbound {
     fn process(
         &self,
         recv: &RecvBatch,
-        opened: &mut [u8],
-        lens: &mut [usize],
-        reply: &mut [u8],
+        b: &mut Buffers<'_>,
         out: &mut Outboxes,
         sockets: &DualStack,
     ) {
+        let Buffers {
+            opened,
+            lens,
+            reply,
+            gro,
+        } = b;
         // Cursor: datagram index and offset inside it (GRO segments).
         let (mut i, mut off) = (0usize, 0usize);
         while i < recv.len() {
@@ -592,12 +608,22 @@ impl Inbound {
                     }
                 }
             }
+            let coalesce = self.tun.vnet_hdr();
             for (j, &len) in lens.iter().enumerate().take(k) {
                 let pkt = &opened[j * IN_SLOT_LEN..j * IN_SLOT_LEN + len];
-                if let Err(e) = self.tun.write_ip(pkt) {
+                let r = if coalesce {
+                    gro.push(pkt, &mut &*self.tun)
+                } else {
+                    self.tun.write_ip(pkt).map(drop)
+                };
+                if let Err(e) = r {
                     log::debug!("TUN write: {e}");
                     Counters::bump(&self.counters.tun_write_errors);
                 }
+            }
+            if let Err(e) = gro.flush(&mut &*self.tun) {
+                log::debug!("TUN write: {e}");
+                Counters::bump(&self.counters.tun_write_errors);
             }
             out.flush(sockets, &self.counters);
         }

@@ -19,6 +19,7 @@
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod gro;
 pub mod netcfg;
 pub mod timers;
 
