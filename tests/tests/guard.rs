@@ -575,3 +575,36 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"junk", ("10.77.1.1", 5
     assert_eq!(maps.stat(vpn_common::GuardStat::XdpDropped).unwrap(), 4);
     drop(link);
 }
+
+/// Handles taken with a pin directory may be dropped before the programs
+/// are loaded (as a loader that only keeps the pins does): the object keeps
+/// its own map fds, so sock_create and the classifiers still load.
+#[test]
+fn pinned_handles_dropped_early_leave_the_object_loadable() {
+    h::require_root();
+    let pins = PinRoot::new().unwrap();
+    fs::create_dir_all(pins.path()).unwrap();
+    let mut bpf = EbpfLoader::new().load(vpn_ctl::ebpf::OBJECT).unwrap();
+    drop(Maps::take(&mut bpf, Some(pins.path())).unwrap());
+    drop(Events::take(&mut bpf, Some(pins.path())).unwrap());
+    guard::load_programs(&mut bpf).unwrap();
+    let sc: &mut CgroupSock = bpf
+        .program_mut(names::PROG_SOCK_CREATE)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    sc.load().unwrap();
+    let mut maps = Maps::open(pins.path()).unwrap();
+    maps.set_tunnel_port(51820).unwrap();
+    let frame = guard::eth_frame(
+        "10.0.0.2".parse().unwrap(),
+        "10.0.0.1".parse().unwrap(),
+        17,
+        1,
+        51820,
+    );
+    let mut opts = aya::programs::TestRunOptions::new();
+    opts.data_in = Some(&frame);
+    let r = aya::programs::TestRun::test_run(guard::xdp_program(&bpf).unwrap(), opts).unwrap();
+    assert_eq!(r.return_value, 1, "the reopened config reaches the program");
+}

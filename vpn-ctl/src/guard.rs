@@ -532,24 +532,23 @@ pub struct Maps {
 }
 
 impl Maps {
-    /// Takes the guard maps (and `SOCK_OWNERS`) out of a loaded object,
-    /// pinning each under `pin_dir` (as its name) when given. The programs
-    /// of the object still use them. Keep the result alive until the
-    /// programs are loaded ([`load_programs`]): a map whose fd is closed
-    /// before then fails the program load with EBADF.
+    /// Handles on the guard maps of a loaded object.
+    ///
+    /// With `pin_dir`, each map (and `SOCK_OWNERS`, which sock_create fills
+    /// and the guard reads) is pinned there under its name while staying in
+    /// the object, and the handles are opened from the pins: dropping them
+    /// (before or after [`load_programs`]) closes nothing the object's
+    /// programs refer to. Without `pin_dir` the maps are taken out of the
+    /// object, and the result must then be kept alive until the programs are
+    /// loaded: a map whose fd is closed before then fails the load (EBADF).
     pub fn take(bpf: &mut Ebpf, pin_dir: Option<&Path>) -> Result<Self, GuardError> {
-        let mut take = |name: &'static str| -> Result<Map, GuardError> {
-            let map = bpf.take_map(name).ok_or(GuardError::Missing(name))?;
-            if let Some(dir) = pin_dir {
-                let path = dir.join(name);
-                map.pin(&path)
-                    .map_err(pin_err(path.display().to_string()))?;
+        if let Some(dir) = pin_dir {
+            for name in MAP_NAMES.iter().chain([&names::SOCK_OWNERS]) {
+                pin_in_place(bpf, name, dir)?;
             }
-            Ok(map)
-        };
-        // The socket-owner map is sock_create's and the guard's; pinned so a
-        // later load (load_sharing_pins) shares it. Its handle must live
-        // until the programs are loaded: they refer to the map by this fd.
+            return Self::open(dir);
+        }
+        let mut take = |name: &'static str| bpf.take_map(name).ok_or(GuardError::Missing(name));
         let owners = take(names::SOCK_OWNERS)?;
         let mut maps = Self::from_maps([
             take(names::GUARD_CONFIG)?,
@@ -768,6 +767,15 @@ impl Maps {
     }
 }
 
+/// Pins the object's map `name` at `dir/name`, leaving it in the object.
+fn pin_in_place(bpf: &Ebpf, name: &'static str, dir: &Path) -> Result<(), GuardError> {
+    let path = dir.join(name);
+    bpf.map(name)
+        .ok_or(GuardError::Missing(name))?
+        .pin(&path)
+        .map_err(pin_err(path.display().to_string()))
+}
+
 /// "cgroup 1234", "10.9.0.5" or "fd00::5".
 #[must_use]
 pub fn source_name(key: &SourceKey) -> String {
@@ -791,16 +799,18 @@ pub struct Events {
 }
 
 impl Events {
-    /// Takes `LEAK_EVENTS` out of a loaded object (pinning it when asked).
+    /// A reader of the object's `LEAK_EVENTS`. With `pin_dir` the ring is
+    /// pinned there, left in the object and read through the pin (dropping
+    /// the reader early is harmless); without, it is taken out of the object
+    /// and must outlive [`load_programs`].
     pub fn take(bpf: &mut Ebpf, pin_dir: Option<&Path>) -> Result<Self, GuardError> {
+        if let Some(dir) = pin_dir {
+            pin_in_place(bpf, names::LEAK_EVENTS, dir)?;
+            return Self::open(dir);
+        }
         let map = bpf
             .take_map(names::LEAK_EVENTS)
             .ok_or(GuardError::Missing(names::LEAK_EVENTS))?;
-        if let Some(dir) = pin_dir {
-            let path = dir.join(names::LEAK_EVENTS);
-            map.pin(&path)
-                .map_err(pin_err(path.display().to_string()))?;
-        }
         Self::from_map(map)
     }
 
