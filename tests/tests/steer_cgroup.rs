@@ -703,3 +703,91 @@ fn full_tunnel_mode_sends_all_but_excluded_sources_to_the_tunnel() {
         "{rules}"
     );
 }
+
+/// A steered process that takes vpn's mark off its socket (root can) and so
+/// would leave by the direct uplink: the guard must catch it.
+const UNMARK_AND_SEND: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 36, 0)
+s.sendto(b"leak", ("198.18.9.9", 9000))
+print("sent")
+"#;
+
+#[test]
+fn the_uplink_guard_drops_steered_plaintext_and_reports_it() {
+    let w = world();
+    let steered = w.root.child("steered").unwrap();
+    let plain = w.root.child("plain").unwrap();
+    h::run(
+        vpn_ctl(&w)
+            .args(["steer", "add", "cgroup"])
+            .arg(steered.path()),
+    )
+    .unwrap();
+    let out = h::run(vpn_ctl(&w).args(["attach", "eth0"])).unwrap();
+    assert!(out.contains("guarding eth0"), "{out}");
+    assert!(h::run(vpn_ctl(&w).args(["attach", "eth0"]))
+        .unwrap()
+        .contains("already guarded"));
+    let mut watch = Daemon::spawn(vpn_ctl(&w).arg("watch")).unwrap();
+    watch
+        .wait_for("watching tunnel t0", Duration::from_secs(10))
+        .unwrap();
+
+    let c0 = Capture::start(&w.client, "eth0", "udp port 9000").unwrap();
+    let send = |cg: &Cgroup| {
+        h::run(
+            w.client
+                .command_in("python3", Some(cg))
+                .unwrap()
+                .args(["-c", UNMARK_AND_SEND]),
+        )
+        .unwrap()
+    };
+    send(&steered);
+    let leaked = c0.finish().unwrap();
+    assert_eq!(
+        leaked,
+        Vec::<String>::new(),
+        "no steered plaintext crosses the uplink"
+    );
+    let c0 = Capture::start(&w.client, "eth0", "udp port 9000").unwrap();
+    send(&plain);
+    assert_eq!(
+        c0.finish().unwrap().len(),
+        1,
+        "unsteered traffic still flows"
+    );
+
+    watch
+        .wait_for("blocked: pid", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        watch.stdout().contains("(python3)") && watch.stdout().contains("198.18.9.9:9000 via eth0"),
+        "{}",
+        watch.stdout()
+    );
+    watch.stop();
+    let list = h::run(vpn_ctl(&w).args(["steer", "list", "--json"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["stats"]["guard_dropped"], 1, "{list}");
+    assert_eq!(v["guarded_uplinks"][0], "eth0");
+    let src = format!("cgroup {}", steered.id().unwrap());
+    let row = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == src.as_str())
+        .expect("per-source row");
+    assert_eq!(row["blocked_packets"], 1, "{list}");
+
+    // The guard holds with no vpn-ctl process at all (pinned), until clear.
+    h::run(vpn_ctl(&w).args(["detach", "eth0"])).unwrap();
+    let err = vpn_ctl(&w).args(["attach", "nosuch0"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("no interface nosuch0"),
+        "{err:?}"
+    );
+    h::run(vpn_ctl(&w).args(["steer", "clear"])).unwrap();
+}

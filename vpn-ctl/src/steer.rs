@@ -25,7 +25,7 @@ use vpn_common::{
     names, sock_names, Config, SockAddrStat, Stat, SteerAction, SteerRule, TunnelInfo,
 };
 
-use crate::{cgroup, ebpf, routing};
+use crate::{cgroup, ebpf, guard, routing};
 
 /// vpn's default fwmark bit. wg-quick marks with 51820 (0xca6c) and Tailscale
 /// uses bits under 0xff0000; this bit is clear of both.
@@ -84,6 +84,8 @@ pub enum SteerError {
     },
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Guard(guard::GuardError),
 }
 
 /// Where and how steering is loaded.
@@ -304,6 +306,18 @@ impl Steering {
         let sockaddr_stats: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(take_pinned(sock_names::SOCKADDR_STATS)?)
                 .map_err(map_err(sock_names::SOCKADDR_STATS))?;
+
+        // The guard and ingress classifier share this load's maps (steered
+        // cgroups, config, socket owners); their maps and programs are pinned
+        // here too, and attached per interface by `attach` / `steer add iface`.
+        let mut guard_maps = guard::Maps::take(&mut bpf, Some(dir)).map_err(SteerError::Guard)?;
+        guard::Events::take(&mut bpf, Some(dir)).map_err(SteerError::Guard)?;
+        guard_maps
+            .set_bypass_mark(opts.direct_mark, opts.direct_mark)
+            .map_err(SteerError::Guard)?;
+        guard::load_programs(&mut bpf).map_err(SteerError::Guard)?;
+        guard::pin_programs(&mut bpf, dir).map_err(SteerError::Guard)?;
+        drop(guard_maps);
 
         let cg = fs::File::open(&opts.attach_cgroup)
             .map_err(io_err("opening cgroup", &opts.attach_cgroup))?;

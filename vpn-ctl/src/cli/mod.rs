@@ -53,6 +53,11 @@ enum Cmd {
     },
     /// Stream what the kernel programs do (aya-log lines) until Ctrl-C.
     Watch,
+    /// Guard an uplink: steered plaintext leaving by it is dropped, counted
+    /// and reported (`watch`), even while the tunnel or the daemon is down.
+    Attach { uplink: String },
+    /// Remove the guard from an uplink.
+    Detach { uplink: String },
     /// Run a command steered into the tunnel: `vpn-ctl exec -- curl ...`.
     Exec {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -134,6 +139,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Watch => steer::watch(&opts),
         Cmd::Tunnel(t) => tunnel::run(&t),
         Cmd::Exec { command } => steer::exec(&opts, &command),
+        Cmd::Attach { uplink } => steer::attach(&opts, &uplink),
+        Cmd::Detach { uplink } => steer::detach(&opts, &uplink),
         Cmd::Doctor { .. } => unreachable!("dispatched in main"),
     }
 }

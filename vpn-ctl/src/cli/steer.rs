@@ -10,6 +10,7 @@ use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6, TUNNEL_FULL};
 use vpn_ctl::{
     cgroup,
     device::{control, daemon},
+    guard::{self, Hook},
     netlink::Netlink,
     process, steer,
     steer::{Options, Steering},
@@ -315,11 +316,15 @@ fn list(opts: &Options, json: bool) -> Result<()> {
     let rules = s.cgroups()?;
     let uids = s.uids()?;
     let info = s.tunnel_info()?;
+    let gmaps = guard::Maps::open(s.pin_dir())?;
+    let uplinks = guard::attached(s.pin_dir(), Hook::Guard);
+    let sources = gmaps.sources()?;
     let stats: Vec<(&str, u64)> = s
         .stats()?
         .into_iter()
         .map(|(k, v)| (k.name(), v))
         .chain(s.sockaddr_stats()?.into_iter().map(|(k, v)| (k.name(), v)))
+        .chain(gmaps.stats()?.into_iter().map(|(k, v)| (k.name(), v)))
         .collect();
     if json {
         let stats: serde_json::Map<String, serde_json::Value> = stats
@@ -336,7 +341,11 @@ fn list(opts: &Options, json: bool) -> Result<()> {
                 "mark": format!("{:#x}", s.config()?.mark), "cgroups": rules, "uids": uids,
                 "dns4": (info.dns4 != [0; 4]).then(|| Ipv4Addr::from(info.dns4).to_string()),
                 "dns6": (info.dns6 != [0; 16]).then(|| Ipv6Addr::from(info.dns6).to_string()),
-                "ipv6_tunnelled": info.flags & TUNNEL_CARRIES_V6 != 0, "stats": stats })
+                "ipv6_tunnelled": info.flags & TUNNEL_CARRIES_V6 != 0, "guarded_uplinks": uplinks,
+                "sources": sources.iter().map(|c| serde_json::json!({ "source": c.source,
+                    "steered_packets": c.steered_packets, "steered_bytes": c.steered_bytes,
+                    "blocked_packets": c.blocked_packets, "blocked_bytes": c.blocked_bytes })).collect::<Vec<_>>(),
+                "stats": stats })
         );
     } else {
         println!(
@@ -351,6 +360,15 @@ fn list(opts: &Options, json: bool) -> Result<()> {
         }
         for (uid, action) in &uids {
             println!("  uid {uid:<16} {action}");
+        }
+        if !uplinks.is_empty() {
+            println!("  guarded uplinks: {}", uplinks.join(", "));
+        }
+        for c in &sources {
+            println!(
+                "  source {:<20} tunnelled {} pkts {} B, leaks blocked {} pkts {} B",
+                c.source, c.steered_packets, c.steered_bytes, c.blocked_packets, c.blocked_bytes
+            );
         }
         for (k, v) in stats {
             println!("  {k:<22} {v}");
@@ -373,11 +391,13 @@ pub fn watch(opts: &Options) -> Result<()> {
     let prog_id = s.program_id()?;
     let logger = aya_log::EbpfLogger::init_from_id(prog_id)
         .context("attaching to the programs' log ring buffer")?;
+    let mut events = guard::Events::open(s.pin_dir())?;
     s.set_log_decisions(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let result = rt.block_on(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
         // SAFETY: the logger owns its ring buffer fd, which stays open and
         // unchanged for as long as the AsyncFd owns the logger.
         let mut fd = unsafe {
@@ -390,6 +410,14 @@ pub fn watch(opts: &Options) -> Result<()> {
                     let mut guard = guard?;
                     guard.get_inner_mut().flush();
                     guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    // The guard's leak events (its ring buffer has no
+                    // async reader in aya; a 100 ms poll is plenty for people).
+                    while let Some(ev) = events.try_next() {
+                        println!("{}", guard::Leak(&ev));
+                    }
+                    std::io::Write::flush(&mut std::io::stdout())?;
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm() => break,
@@ -424,4 +452,50 @@ pub fn exec(opts: &Options, argv: &[std::ffi::OsString]) -> Result<()> {
     cgroup::move_pid(&dir, std::process::id())?;
     let err = std::process::Command::new(program).args(args).exec();
     Err(anyhow::Error::new(err).context(format!("running {}", program.to_string_lossy())))
+}
+
+/// `vpn-ctl attach UPLINK`: the egress guard on an uplink. Plaintext from
+/// steered sources that would leave by it is dropped and counted, while
+/// the tunnel is down and while no daemon runs; the tunnel's own encrypted
+/// UDP passes.
+pub fn attach(opts: &Options, uplink: &str) -> Result<()> {
+    if guard::ifindex(uplink).is_none() {
+        bail!("there is no interface {uplink} in this network namespace (see `ip link`)");
+    }
+    let fresh = !Steering::is_loaded(opts);
+    drop(ensure_loaded(opts)?);
+    let dir = opts.pin_dir();
+    if guard::attached(&dir, Hook::Guard)
+        .iter()
+        .any(|i| i == uplink)
+    {
+        println!("{uplink} is already guarded for tunnel {}", opts.tunnel);
+        return Ok(());
+    }
+    let result = (|| -> Result<()> {
+        let mut maps = guard::Maps::open(&dir)?;
+        if let Ok(status) = control::query(&daemon::ctl_path(&opts.tunnel)) {
+            maps.set_tunnel_port(status.listen_port)?;
+        }
+        guard::attach_pinned(&dir, Hook::Guard, uplink)?;
+        Ok(())
+    })();
+    if result.is_err() && fresh {
+        let _ = clear(opts);
+    }
+    result?;
+    println!(
+        "guarding {uplink}: steered plaintext leaving by it is dropped (tunnel {})",
+        opts.tunnel
+    );
+    Ok(())
+}
+
+/// `vpn-ctl detach UPLINK`.
+pub fn detach(opts: &Options, uplink: &str) -> Result<()> {
+    if !guard::detach(&opts.pin_dir(), Hook::Guard, uplink)? {
+        bail!("{uplink} is not guarded for tunnel {}", opts.tunnel);
+    }
+    println!("{uplink} is no longer guarded");
+    Ok(())
 }
