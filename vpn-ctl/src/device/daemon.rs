@@ -368,7 +368,7 @@ async fn bring_up(
 
     let nl = Netlink::new()?;
     let mtu = config.interface.mtu.unwrap_or(DEFAULT_MTU);
-    let r = netcfg::apply(&nl, index, config, mtu, &mut stack.applied).await;
+    let r = netcfg::apply(&nl, iface, index, config, mtu, &mut stack.applied).await;
     stack.netlink = Some(nl);
     r?;
 

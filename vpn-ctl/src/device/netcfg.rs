@@ -15,6 +15,46 @@ use crate::{
     netlink::{Netlink, NetlinkError, Route, RouteTarget},
 };
 
+/// The TUN's transmit queue (packets waiting for the daemon to read them).
+/// The kernel's 500 for a TUN overflows under a 1 Gbit/s UDP burst while
+/// the reader is busy sealing; TCP is bounded by its own small queues.
+pub const TX_QUEUE_LEN: i32 = 5000;
+
+/// `ip link set <name> txqueuelen <len>` (the `SIOCSIFTXQLEN` ioctl).
+///
+/// # Errors
+/// The socket or ioctl error.
+pub fn set_tx_queue_len(name: &str, len: i32) -> std::io::Result<()> {
+    #[repr(C)]
+    struct IfReqQlen {
+        name: [u8; libc::IFNAMSIZ],
+        qlen: libc::c_int,
+        _pad: [u8; 20],
+    }
+    let mut req = IfReqQlen {
+        name: [0; libc::IFNAMSIZ],
+        qlen: len,
+        _pad: [0; 20],
+    };
+    let n = name.len().min(libc::IFNAMSIZ - 1);
+    req.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours and closed right after; req outlives the call.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCSIFTXQLEN, std::ptr::from_mut(&mut req)) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        Err(err)
+    } else {
+        Ok(())
+    }
+}
+
 /// vpn's routing table for `Table = auto`.
 pub const VPN_TABLE: u32 = 30318;
 
@@ -69,12 +109,16 @@ pub struct Applied {
 /// The first netlink failure; what was done so far is in `applied`.
 pub async fn apply(
     nl: &Netlink,
+    name: &str,
     ifindex: u32,
     config: &Config,
     mtu: u16,
     applied: &mut Applied,
 ) -> Result<(), NetlinkError> {
     nl.set_mtu(ifindex, u32::from(mtu)).await?;
+    if let Err(e) = set_tx_queue_len(name, TX_QUEUE_LEN) {
+        log::warn!("cannot set txqueuelen {TX_QUEUE_LEN} on {name}: {e}");
+    }
     for a in &config.interface.addresses {
         nl.add_address(ifindex, a.addr(), a.prefix_len()).await?;
         applied.addresses.push(*a);
