@@ -423,6 +423,42 @@ impl Outbound {
     }
 }
 
+/// Cookie-mode decision: under load after [`UNDER_LOAD_BATCHES`] full
+/// `recvmmsg` batches in a row, until [`UNDER_LOAD_HOLD`] after the last.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Load {
+    full_batches: u32,
+    until: Option<Instant>,
+}
+
+impl Load {
+    /// Records one batch; `Some(true)` when this one puts the device under
+    /// load.
+    pub fn observe(&mut self, full: bool, now: Instant) -> Option<bool> {
+        if !full {
+            self.full_batches = 0;
+            return None;
+        }
+        self.full_batches = self.full_batches.saturating_add(1);
+        if self.full_batches < UNDER_LOAD_BATCHES {
+            return None;
+        }
+        let was = self.until.is_some();
+        self.until = Some(now + UNDER_LOAD_HOLD);
+        (!was).then_some(true)
+    }
+
+    /// True when the hold time has passed and the device leaves load mode.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        if self.until.is_some_and(|t| now >= t) {
+            self.until = None;
+            self.full_batches = 0;
+            return true;
+        }
+        false
+    }
+}
+
 /// The inbound thread's preallocated buffers.
 struct Buffers<'a> {
     opened: &'a mut [u8],
@@ -437,8 +473,7 @@ struct Inbound {
     tun: Arc<Tun>,
     signals: Arc<Signals>,
     counters: Arc<Counters>,
-    full_batches: u32,
-    under_load_until: Option<Instant>,
+    load: Load,
 }
 
 impl Inbound {
@@ -449,8 +484,7 @@ impl Inbound {
             tun,
             signals,
             counters,
-            full_batches: 0,
-            under_load_until: None,
+            load: Load::default(),
         }
     }
 
@@ -531,25 +565,16 @@ impl Inbound {
     }
 
     fn track_load(&mut self, full: bool) {
-        if !full {
-            self.full_batches = 0;
-            return;
-        }
-        self.full_batches += 1;
-        if self.full_batches >= UNDER_LOAD_BATCHES {
-            let was = self.under_load_until.is_some();
-            self.under_load_until = Some(Instant::now() + UNDER_LOAD_HOLD);
-            if !was {
-                log::info!("receive backlog is deep: handshakes now need cookies");
-                Counters::bump(&self.counters.under_load_entered);
-                lock(&self.device).engine.set_under_load(true);
-            }
+        if self.load.observe(full, Instant::now()) == Some(true) {
+            log::info!("receive backlog is deep: handshakes now need cookies");
+            Counters::bump(&self.counters.under_load_entered);
+            lock(&self.device).engine.set_under_load(true);
         }
     }
 
     fn maybe_leave_under_load(&mut self) {
-        if self.under_load_until.is_some_and(|t| Instant::now() >= t) {
-            self.under_load_until = None;
+        if self.load.expire(Instant::now()) {
+            log::info!("receive backlog drained: cookies no longer required");
             lock(&self.device).engine.set_under_load(false);
         }
     }
@@ -627,5 +652,44 @@ impl Inbound {
             }
             out.flush(sockets, &self.counters);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_backlog_enters_and_leaves_cookie_mode() {
+        let t0 = Instant::now();
+        let mut l = Load::default();
+        for _ in 1..UNDER_LOAD_BATCHES {
+            assert_eq!(l.observe(true, t0), None);
+        }
+        // A short batch resets the streak.
+        assert_eq!(l.observe(false, t0), None);
+        for _ in 1..UNDER_LOAD_BATCHES {
+            assert_eq!(l.observe(true, t0), None);
+        }
+        assert_eq!(l.observe(true, t0), Some(true));
+        // Staying deep only extends the hold.
+        assert_eq!(l.observe(true, t0), None);
+        assert!(!l.expire(t0 + UNDER_LOAD_HOLD / 2));
+        assert!(l.expire(t0 + UNDER_LOAD_HOLD));
+        assert!(!l.expire(t0 + UNDER_LOAD_HOLD * 2));
+    }
+
+    #[test]
+    fn gso_runs_group_equal_sized_datagrams_to_one_destination() {
+        let a: SocketAddr = "198.18.0.2:51820".parse().unwrap();
+        let b: SocketAddr = "198.18.0.3:51820".parse().unwrap();
+        let mut o = Outbox::new(8, true);
+        assert!(o.push(a, &[1; 100]));
+        assert!(o.push(a, &[2; 100]));
+        assert!(o.push(a, &[3; 60])); // a shorter one ends the run
+        assert!(o.push(a, &[4; 100]));
+        assert!(o.push(b, &[5; 100]));
+        assert!(o.close_run());
+        assert_eq!(o.batch.len(), 3);
     }
 }
