@@ -18,9 +18,12 @@ use vpn_ctl::{
 
 #[derive(Subcommand)]
 pub enum TunnelCmd {
-    /// Bring up a tunnel from a wg-quick file; the interface is named after
-    /// the file (wg0.conf → wg0). Runs as a daemon logging to
-    /// /run/vpn/IFACE.log (pid in /run/vpn/IFACE.pid) unless --foreground.
+    /// Bring up a tunnel from a wg-quick file (interface named after it).
+    ///
+    /// The interface is named after the file (wg0.conf → wg0). Peer routes
+    /// go to table 30318 (`Table = auto`), the given table, or nowhere
+    /// (`off`). Runs as a daemon logging to /run/vpn/IFACE.log, pid in
+    /// /run/vpn/IFACE.pid, unless --foreground.
     Up {
         /// The wg-quick configuration file.
         file: PathBuf,

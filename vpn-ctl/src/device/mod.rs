@@ -25,7 +25,6 @@ pub mod timers;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
@@ -365,15 +364,6 @@ impl UapiDevice for Device {
             self.apply_peer(u, now)?;
         }
         Ok(())
-    }
-}
-
-/// The endpoint a datagram to `to` leaves from, for logs.
-pub fn family(to: SocketAddr) -> &'static str {
-    if to.is_ipv4() {
-        "IPv4"
-    } else {
-        "IPv6"
     }
 }
 
