@@ -19,6 +19,8 @@ fn demo_shows_every_outcome_and_cleans_up() {
         "unsteered app asks 127.0.0.53: answered by local-stub: as expected",
         "internet host saw 100.64.0.2: as expected",
         "internet host saw 198.18.1.2: as expected",
+        "container: connected; internet host saw 100.64.0.2: as expected",
+        "the client's ip_forward stays 0",
         "internet host saw nothing; plaintext packets on the uplink: 0: as expected",
         "seen as 198.18.1.2: as expected",
         "demo: every outcome as expected",

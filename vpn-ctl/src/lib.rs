@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod doctor;
 pub mod ebpf;
+pub mod forward;
 pub mod guard;
 pub mod keys;
 pub mod netlink;

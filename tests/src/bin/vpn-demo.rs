@@ -365,6 +365,39 @@ fn demo() -> Result<bool> {
 
     step(
         8,
+        "a container behind a veth (box, 198.18.5.2): vpn-ctl steer add iface vbox",
+    )?;
+    let boxns = Netns::new()?;
+    h::veth(
+        &client,
+        "vbox",
+        &["198.18.5.1/24"],
+        &boxns,
+        "eth0",
+        &["198.18.5.2/24"],
+    )?;
+    boxns.ip(&["route", "add", "default", "via", "198.18.5.1"])?;
+    for line in h::run(vpn_ctl().args(["steer", "add", "iface", "vbox"]))?.lines() {
+        println!("    {line}");
+    }
+    let out = h::run(boxns.command("python3").args(["-c", VISIT, "container"]))?
+        .trim()
+        .to_owned();
+    let who = seen(&reporter, "container", Duration::from_secs(5));
+    let good = who.as_deref() == Some("100.64.0.2");
+    ok &= good;
+    println!(
+        "    container: {out}; internet host saw {}: {}",
+        who.as_deref().unwrap_or("nothing"),
+        verdict(good)
+    );
+    println!("    (translated to the tunnel's address, the only one the server accepts; the client's ip_forward stays {})",
+        client.sysctl("net.ipv4.ip_forward")?);
+    let ip_forward_off = client.sysctl("net.ipv4.ip_forward")? == "0";
+    ok &= ip_forward_off;
+
+    step(
+        9,
         "the tunnel is cut (the client's vpn-ctl daemon is killed with SIGKILL)",
     )?;
     let pid: i32 = fs::read_to_string(format!("/run/vpn/{civ}.pid"))?

@@ -10,6 +10,7 @@ use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6, TUNNEL_FULL};
 use vpn_ctl::{
     cgroup,
     device::{control, daemon},
+    forward,
     guard::{self, Hook},
     netlink::Netlink,
     process, steer,
@@ -73,6 +74,23 @@ pub enum Selector {
     /// Every socket a user's processes create (a cgroup rule, being more
     /// specific, wins over a uid rule).
     Uid { uid: u32 },
+    /// Everything forwarded in by an interface: a container's or VM's veth
+    /// (or a bridge). Translated to the tunnel's address unless
+    /// --keep-source; TCP MSS clamped; DNS to the tunnel's resolver.
+    Iface {
+        name: String,
+        #[arg(long)]
+        keep_source: bool,
+    },
+    /// Everything forwarded from a source prefix (IPv4 or IPv6), classified
+    /// where it enters: the interface the prefix is routed by, or --on.
+    Src {
+        prefix: String,
+        #[arg(long)]
+        on: Option<String>,
+        #[arg(long)]
+        keep_source: bool,
+    },
 }
 
 fn cgroup_selector(path: &std::path::Path) -> Result<(PathBuf, u64)> {
@@ -191,8 +209,9 @@ fn add(opts: &Options, selector: &Selector, action: SteerAction) -> Result<()> {
     // Validate before loading anything.
     let cgroup = match selector {
         Selector::Cgroup { path } => Some(cgroup_selector(path)?),
-        Selector::Pid { .. } | Selector::Uid { .. } => None,
+        _ => None,
     };
+    let forwarded = forwarded_entry(selector, action)?;
     let fresh = !Steering::is_loaded(opts);
     let mut s = ensure_loaded(opts)?;
     let result = (|| -> Result<()> {
@@ -225,6 +244,26 @@ fn add(opts: &Options, selector: &Selector, action: SteerAction) -> Result<()> {
                         println!("    {} {} -> {}", so.proto, so.local, so.remote);
                     }
                 }
+            }
+            (Selector::Iface { name, .. }, _) => {
+                let ifindex = guard::ifindex(name).context("interface vanished")?;
+                guard::Maps::open(s.pin_dir())?.add_iface(ifindex, action)?;
+                add_forwarded(opts, &s, forwarded.clone().context("entry")?)?;
+                println!(
+                    "{verb}: everything forwarded in by {name} on tunnel {}",
+                    opts.tunnel
+                );
+            }
+            (Selector::Src { prefix, .. }, _) => {
+                let (addr, len) = forward::parse_prefix(prefix).context("prefix")?;
+                guard::Maps::open(s.pin_dir())?.add_prefix(addr, len, action)?;
+                let entry = forwarded.clone().context("entry")?;
+                let on = entry.ingress.clone();
+                add_forwarded(opts, &s, entry)?;
+                println!(
+                    "{verb}: source {addr}/{len} (entering by {on}) on tunnel {}",
+                    opts.tunnel
+                );
             }
             (Selector::Cgroup { .. }, None) => unreachable!("resolved above"),
         }
@@ -259,7 +298,116 @@ fn del(opts: &Options, selector: &Selector) -> Result<()> {
             let back = process::unsteer_pid(opts, *pid)?;
             println!("removed: pid {pid}, back in {}", back.display());
         }
+        Selector::Iface { name, .. } | Selector::Src { prefix: name, .. } => {
+            let s = Steering::open(opts)?;
+            let mut maps = guard::Maps::open(s.pin_dir())?;
+            let removed = match selector {
+                Selector::Iface { name, .. } => {
+                    let ifindex = guard::ifindex(name).context(format!("no interface {name}"))?;
+                    maps.del_iface(ifindex)?
+                }
+                _ => {
+                    let (addr, len) =
+                        forward::parse_prefix(name).context(format!("{name:?} is not a prefix"))?;
+                    maps.del_prefix(addr, len)?
+                }
+            };
+            if !removed {
+                bail!("{name} is not steered on tunnel {}", opts.tunnel);
+            }
+            let mut state = forward::State::load(&opts.tunnel)?;
+            let gone: Vec<forward::Entry> = state
+                .entries
+                .iter()
+                .filter(|e| matches!(&e.source, forward::Source::Iface(i) | forward::Source::Prefix(i) if i == name))
+                .cloned()
+                .collect();
+            state.entries.retain(|e| !gone.contains(e));
+            for e in &gone {
+                if !state.entries.iter().any(|o| o.ingress == e.ingress) {
+                    guard::detach(s.pin_dir(), Hook::Ingress, &e.ingress)?;
+                }
+            }
+            forward::apply(
+                &opts.tunnel,
+                &mut state,
+                forward::resolver_of(s.tunnel_info()?.dns4),
+            )?;
+            println!("removed: {name}");
+        }
     }
+    Ok(())
+}
+
+/// The forwarding entry of an `iface`/`src` selector, validated before
+/// anything is loaded.
+fn forwarded_entry(selector: &Selector, action: SteerAction) -> Result<Option<forward::Entry>> {
+    let include = action == SteerAction::Include;
+    Ok(match selector {
+        Selector::Iface { name, keep_source } => {
+            if guard::ifindex(name).is_none() {
+                bail!("there is no interface {name} in this network namespace (see `ip link`)");
+            }
+            Some(forward::Entry {
+                source: forward::Source::Iface(name.clone()),
+                ingress: name.clone(),
+                keep_source: *keep_source,
+                include,
+            })
+        }
+        Selector::Src {
+            prefix,
+            on,
+            keep_source,
+        } => {
+            let (addr, len) = forward::parse_prefix(prefix).with_context(|| {
+                format!("{prefix:?} is not an address prefix (like 198.18.5.0/24 or fd00:5::/64)")
+            })?;
+            let ingress = match on {
+                Some(i) => i.clone(),
+                None => route_dev(addr).with_context(|| {
+                    format!("no route to {addr} tells where {prefix} enters; name the interface with --on")
+                })?,
+            };
+            if guard::ifindex(&ingress).is_none() {
+                bail!("there is no interface {ingress} in this network namespace (see `ip link`)");
+            }
+            Some(forward::Entry {
+                source: forward::Source::Prefix(format!("{addr}/{len}")),
+                ingress,
+                keep_source: *keep_source,
+                include,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The interface the main table routes `addr` by (`ip route get`).
+fn route_dev(addr: IpAddr) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "route", "get"])
+        .arg(addr.to_string())
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get(0)?.get("dev")?.as_str().map(str::to_owned)
+}
+
+/// Records a forwarded source, classifies where it enters, and applies
+/// forwarding, translation, clamping and DNS.
+fn add_forwarded(opts: &Options, s: &Steering, entry: forward::Entry) -> Result<()> {
+    if !guard::attached(s.pin_dir(), Hook::Ingress).contains(&entry.ingress) {
+        guard::attach_pinned(s.pin_dir(), Hook::Ingress, &entry.ingress)?;
+    }
+    let mut state = forward::State::load(&opts.tunnel)?;
+    state.entries.retain(|e| e.source != entry.source);
+    state.entries.push(entry);
+    forward::apply(
+        &opts.tunnel,
+        &mut state,
+        forward::resolver_of(s.tunnel_info()?.dns4),
+    )?;
     Ok(())
 }
 
@@ -380,6 +528,7 @@ fn list(opts: &Options, json: bool) -> Result<()> {
 /// Removes the tunnel's steering and its policy routing.
 fn clear(opts: &Options) -> Result<bool> {
     process::remove_managed(opts)?;
+    forward::remove(&opts.tunnel)?;
     // Removal covers the rules of both modes.
     let policy = opts.policy(true);
     with_netlink(async |nl| Ok(policy.remove(nl).await?))?;

@@ -1,0 +1,225 @@
+//! Forwarded sources against a provider that accepts only the tunnel's
+//! address (`AllowedIPs = 100.64.0.2/32` on its side).
+//!
+//! ```text
+//!  box 198.18.5.2 ──vbox── client ──eth0── server (vpn-ctl up, 100.64.0.1)
+//!  (MTU 1500)      198.18.5.1  198.18.1.2   198.18.1.1    198.18.9.9 on lo
+//!                  vpn-ctl up: 100.64.0.2, AllowedIPs 0/0 (vpn's table only)
+//! ```
+use std::{
+    fs,
+    io::Write,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use netns_harness::{self as h, Daemon, Netns, PinRoot};
+
+fn keys() -> (String, String) {
+    let private = h::run(Command::new(h::vpn_ctl_bin()).arg("genkey"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut child = Command::new(h::vpn_ctl_bin())
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(private.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        private,
+        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+    )
+}
+
+struct Tunnel<'a>(&'a Netns, String, PathBuf);
+
+impl Drop for Tunnel<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .command(h::vpn_ctl_bin())
+            .args(["down", &self.1])
+            .output();
+        let _ = fs::remove_file(format!("/run/vpn/{}.log", self.1));
+        let _ = fs::remove_file(&self.2);
+    }
+}
+
+fn up<'a>(ns: &'a Netns, iface: &str, conf: &str) -> Tunnel<'a> {
+    let path = std::env::temp_dir().join(format!("{iface}.conf"));
+    fs::write(&path, conf).unwrap();
+    let t = Tunnel(ns, iface.to_owned(), path.clone());
+    h::run(ns.command(h::vpn_ctl_bin()).arg("up").arg(&path)).unwrap();
+    t
+}
+
+/// Counts what each connection sends; prints `seen ADDR BYTES`.
+const SINK: &str = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.9.9", 5001)); s.listen(4)
+print("listening", flush=True)
+while True:
+    c, (addr, _) = s.accept(); n = 0
+    while True:
+        b = c.recv(1 << 16)
+        if not b: break
+        n += len(b)
+    print("seen", addr, n, flush=True); c.close()
+"#;
+
+const SEND_50MB: &str = r#"
+import socket
+c = socket.create_connection(("198.18.9.9", 5001), timeout=30)
+chunk = b"x" * (1 << 20)
+for _ in range(50): c.sendall(chunk)
+c.close(); print("sent")
+"#;
+
+const RESOLVER: &str = r#"
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("100.64.0.1", 53))
+print("listening", flush=True)
+while True:
+    _, peer = u.recvfrom(512); u.sendto(b"tunnel-resolver", peer)
+"#;
+
+const ASK: &str = r#"
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+u.connect(("198.18.9.53", 53)); u.send(b"q"); print(u.recv(512).decode())
+"#;
+
+#[test]
+fn a_container_by_source_prefix_reaches_a_provider_that_accepts_only_the_tunnel_address() {
+    h::require_root();
+    let client = Netns::new().unwrap();
+    let server = Netns::new().unwrap();
+    let boxns = Netns::new().unwrap();
+    h::veth(
+        &client,
+        "eth0",
+        &["198.18.1.2/24"],
+        &server,
+        "eth0",
+        &["198.18.1.1/24"],
+    )
+    .unwrap();
+    h::veth(
+        &client,
+        "vbox",
+        &["198.18.5.1/24"],
+        &boxns,
+        "eth0",
+        &["198.18.5.2/24"],
+    )
+    .unwrap();
+    boxns
+        .ip(&["route", "add", "default", "via", "198.18.5.1"])
+        .unwrap();
+    server
+        .ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])
+        .unwrap();
+    let (ck, sk) = (keys(), keys());
+    let tag = std::process::id() % 100_000;
+    let (civ, siv) = (format!("vf{tag}c"), format!("vf{tag}s"));
+    let _s = up(
+        &server,
+        &siv,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.1/24\nListenPort = 51820\nTable = off\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = 100.64.0.2/32\n",
+            sk.0, ck.1
+        ),
+    );
+    let _c = up(
+        &client,
+        &civ,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\nDNS = 100.64.0.1\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = 198.18.1.1:51820\nAllowedIPs = 0.0.0.0/0\n",
+            ck.0, sk.1
+        ),
+    );
+    let pins = PinRoot::new().unwrap();
+    let root = h::Cgroup::new().unwrap();
+    let vpn_ctl = |args: &[&str]| {
+        h::run(
+            client
+                .command(h::vpn_ctl_bin())
+                .env("VPN_TUNNEL", &civ)
+                .arg("--pin-root")
+                .arg(pins.path())
+                .arg("--attach-cgroup")
+                .arg(root.path())
+                .args(args),
+        )
+    };
+    let forward_before = client.sysctl("net.ipv4.ip_forward").unwrap();
+    let out = vpn_ctl(&["steer", "add", "src", "198.18.5.0/24"]).unwrap();
+    assert!(
+        out.contains("entering by vbox"),
+        "the ingress is found from the route: {out}"
+    );
+
+    let mut sink = Daemon::spawn(server.command("python3").args(["-c", SINK])).unwrap();
+    sink.wait_for("listening", Duration::from_secs(10)).unwrap();
+    let mut resolver = Daemon::spawn(server.command("python3").args(["-c", RESOLVER])).unwrap();
+    resolver
+        .wait_for("listening", Duration::from_secs(10))
+        .unwrap();
+
+    let sent = h::run(boxns.command("python3").args(["-c", SEND_50MB])).unwrap();
+    assert_eq!(sent.trim(), "sent");
+    sink.wait_for(
+        &format!("seen 100.64.0.2 {}", 50 << 20),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(
+        h::run(boxns.command("python3").args(["-c", ASK]))
+            .unwrap()
+            .trim(),
+        "tunnel-resolver"
+    );
+    assert_eq!(
+        client.sysctl("net.ipv4.ip_forward").unwrap(),
+        forward_before,
+        "global forwarding untouched"
+    );
+    assert_eq!(
+        client.sysctl("net.ipv4.conf.vbox.forwarding").unwrap(),
+        "1",
+        "per-interface only"
+    );
+
+    let list = vpn_ctl(&["steer", "list", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let row = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "198.18.5.2")
+        .expect("per-source row");
+    assert!(row["steered_bytes"].as_u64().unwrap() >= 50 << 20, "{list}");
+    assert!(v["stats"]["ingress_marked"].as_u64().unwrap() > 0, "{list}");
+
+    vpn_ctl(&["steer", "del", "src", "198.18.5.0/24"]).unwrap();
+    assert_eq!(
+        client.sysctl("net.ipv4.conf.vbox.forwarding").unwrap(),
+        "0",
+        "put back on del"
+    );
+    vpn_ctl(&["steer", "clear"]).unwrap();
+    let nft = h::run(client.command("nft").args(["list", "tables"])).unwrap();
+    assert!(!nft.contains("vpn_"), "clear removes vpn's table: {nft}");
+}
