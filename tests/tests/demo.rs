@@ -21,6 +21,7 @@ fn demo_shows_every_outcome_and_cleans_up() {
         "internet host saw 198.18.1.2: as expected",
         "container: connected; internet host saw 100.64.0.2: as expected",
         "the client's ip_forward stays 0",
+        "internet host saw nothing; leaks blocked by the guard: ",
         "internet host saw nothing; plaintext packets on the uplink: 0: as expected",
         "seen as 198.18.1.2: as expected",
         "demo: every outcome as expected",

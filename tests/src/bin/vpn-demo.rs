@@ -107,6 +107,16 @@ except OSError as e:
     print("failed:", e.strerror or e)
 "#;
 
+/// Like VISIT, after taking vpn's mark off the socket (root can).
+const SNEAK: &str = r#"
+import socket, sys
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, 36, 0); c.settimeout(2)
+try:
+    c.connect(("198.18.3.2", 8080)); c.sendall(sys.argv[1].encode()); c.close(); print("connected")
+except OSError as e:
+    print("failed:", e.strerror or e)
+"#;
+
 struct Keys {
     private: String,
     public: String,
@@ -396,8 +406,33 @@ fn demo() -> Result<bool> {
     let ip_forward_off = client.sysctl("net.ipv4.ip_forward")? == "0";
     ok &= ip_forward_off;
 
+    step(9, "client: vpn-ctl attach eth0 (the uplink guard); a steered app tries to go around the tunnel")?;
+    for line in h::run(vpn_ctl().args(["attach", "eth0"]))?.lines() {
+        println!("    {line}");
+    }
+    // Root inside the steered cgroup takes vpn's mark off its socket, so
+    // routing would send it out of eth0 in plaintext: the guard drops it.
+    let out = h::run(
+        client
+            .command_in("python3", Some(&app))?
+            .args(["-c", SNEAK, "sneaky"]),
+    )?
+    .trim()
+    .to_owned();
+    let who = seen(&reporter, "sneaky", Duration::from_secs(2));
+    let list: serde_json::Value =
+        serde_json::from_str(&h::run(vpn_ctl().args(["steer", "list", "--json"]))?)?;
+    let blocked = list["stats"]["guard_dropped"].as_u64().unwrap_or(0);
+    let good = who.is_none() && blocked > 0;
+    ok &= good;
+    println!(
+        "    app: {out}; internet host saw {}; leaks blocked by the guard: {blocked}: {}",
+        who.as_deref().unwrap_or("nothing"),
+        verdict(good)
+    );
+
     step(
-        9,
+        10,
         "the tunnel is cut (the client's vpn-ctl daemon is killed with SIGKILL)",
     )?;
     let pid: i32 = fs::read_to_string(format!("/run/vpn/{civ}.pid"))?
