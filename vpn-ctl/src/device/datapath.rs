@@ -498,7 +498,7 @@ impl Inbound {
         let mut lens = vec![0usize; IN_SLOTS];
         let mut reply = vec![0u8; 65_536 + 64];
         let mut out = Outboxes::new(16, &sockets);
-        let mut gro = Gro::default();
+        let mut gro = Gro::with_udp(self.tun.uso());
 
         while !self.signals.stop.load(Ordering::Relaxed) {
             {

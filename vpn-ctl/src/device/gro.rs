@@ -10,9 +10,13 @@
 //! super-packet stays under 64 KiB. A PSH segment ends the run. Anything
 //! else is written as it is, in order.
 //!
+//! UDP datagrams of one flow are coalesced the same way (USO, `GSO_UDP_L4`)
+//! when the TUN accepts it: same addresses and ports, equal sizes (a
+//! shorter one ends the run).
+//!
 //! The super-packet's IP length and IPv4 header checksum are rewritten; its
-//! TCP checksum field holds the pseudo-header sum with `NEEDS_CSUM`, as the
-//! kernel expects for partial checksums.
+//! TCP/UDP checksum field holds the pseudo-header sum with `NEEDS_CSUM`, as
+//! the kernel expects for partial checksums.
 
 use std::io;
 
@@ -40,6 +44,8 @@ impl Sink for &Tun {
 #[derive(Debug, Clone, Copy)]
 struct Tcp {
     v6: bool,
+    /// A UDP datagram (`tcp_hlen` is then 8, `seq` and `flags` 0).
+    udp: bool,
     ip_hlen: usize,
     tcp_hlen: usize,
     payload: usize,
@@ -55,20 +61,36 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// A plain TCP segment with payload and only ACK/PSH set, or `None`.
-fn parse(p: &[u8]) -> Option<Tcp> {
-    let (v6, ip_hlen) = match p.first()? >> 4 {
-        4 if p.len() >= 40 => {
+/// A plain TCP segment with payload and only ACK/PSH set, a UDP datagram
+/// with payload (if `udp` is allowed), or `None`.
+fn parse(p: &[u8], udp: bool) -> Option<Tcp> {
+    let (v6, ip_hlen, proto) = match p.first()? >> 4 {
+        4 if p.len() >= 28 => {
             let frag = be16(p, 6) & 0x3fff;
-            (p[0] == 0x45 && be16(p, 2) == p.len() && frag == 0 && p[9] == 6).then_some(())?;
-            (false, 20)
+            (p[0] == 0x45 && be16(p, 2) == p.len() && frag == 0).then_some(())?;
+            (false, 20, p[9])
         }
-        6 if p.len() >= 60 => {
-            (be16(p, 4) + 40 == p.len() && p[6] == 6).then_some(())?;
-            (true, 40)
+        6 if p.len() >= 48 => {
+            (be16(p, 4) + 40 == p.len()).then_some(())?;
+            (true, 40, p[6])
         }
         _ => return None,
     };
+    if proto == 17 && udp {
+        let ulen = be16(p, ip_hlen + 4);
+        return (ulen == p.len() - ip_hlen && ulen > 8).then_some(Tcp {
+            v6,
+            udp: true,
+            ip_hlen,
+            tcp_hlen: 8,
+            payload: ulen - 8,
+            seq: 0,
+            flags: 0,
+        });
+    }
+    if proto != 6 || p.len() < ip_hlen + 20 {
+        return None;
+    }
     let tcp_hlen = usize::from(p[ip_hlen + 12] >> 4) * 4;
     if tcp_hlen < 20 || ip_hlen + tcp_hlen >= p.len() {
         return None;
@@ -79,6 +101,7 @@ fn parse(p: &[u8]) -> Option<Tcp> {
     }
     Some(Tcp {
         v6,
+        udp: false,
         ip_hlen,
         tcp_hlen,
         payload: p.len() - ip_hlen - tcp_hlen,
@@ -103,6 +126,8 @@ struct Run {
 /// The coalescer: one open run at a time (a bulk flow is one run).
 pub struct Gro {
     buf: Vec<u8>,
+    /// Coalesce UDP too (the TUN accepts `GSO_UDP_L4`).
+    udp: bool,
     run: Option<Run>,
     /// Super-packets written, and segments they carried (for tests/stats).
     pub merged: u64,
@@ -120,6 +145,7 @@ impl Default for Gro {
     fn default() -> Self {
         Self {
             buf: vec![0; VirtioNetHdr::LEN + MAX_IP_LEN],
+            udp: false,
             run: None,
             merged: 0,
         }
@@ -127,14 +153,24 @@ impl Default for Gro {
 }
 
 impl Gro {
+    /// A coalescer that also merges UDP (for a TUN with USO, [`Tun::uso`]).
+    #[must_use]
+    pub fn with_udp(udp: bool) -> Self {
+        Self {
+            udp,
+            ..Self::default()
+        }
+    }
+
     /// Whether `p` (parsed as `t`) can join the open run.
     fn joins(&self, run: &Run, p: &[u8], t: &Tcp) -> bool {
         let h = &self.buf[VirtioNetHdr::LEN..];
         let f = &run.first;
         if run.closed
+            || t.udp != f.udp
             || t.v6 != f.v6
             || t.tcp_hlen != f.tcp_hlen
-            || t.seq != run.next_seq
+            || (!t.udp && t.seq != run.next_seq)
             || t.payload > run.mss
             || run.len + t.payload > MAX_IP_LEN
         {
@@ -148,6 +184,10 @@ impl Gro {
             p[1] == h[1] && p[6] == h[6] && p[8] == h[8] && p[12..20] == h[12..20]
         };
         let o = f.ip_hlen;
+        if t.udp {
+            // Ports; and every earlier datagram had the full size.
+            return ip_same && p[o..o + 4] == h[o..o + 4] && run.len - o - 8 == run.mss * run.count;
+        }
         // Ports, ack, window, options.
         ip_same
             && p[o..o + 4] == h[o..o + 4]
@@ -158,7 +198,7 @@ impl Gro {
 
     /// Adds one opened IP packet; writes whatever it completes.
     pub fn push(&mut self, p: &[u8], sink: &mut impl Sink) -> io::Result<()> {
-        let Some(t) = parse(p) else {
+        let Some(t) = parse(p, self.udp) else {
             self.flush(sink)?;
             return write_plain(&mut self.buf, p, sink);
         };
@@ -205,7 +245,7 @@ impl Gro {
             return sink.write_vnet(&self.buf[..VirtioNetHdr::LEN + run.len]);
         }
         let f = run.first;
-        let tcp_len = run.len - f.ip_hlen;
+        let l4_len = run.len - f.ip_hlen;
         let mut sum: u64;
         if f.v6 {
             pkt[4..6].copy_from_slice(&u16::try_from(run.len - 40).unwrap_or(0).to_be_bytes());
@@ -217,12 +257,19 @@ impl Gro {
             pkt[10..12].copy_from_slice(&(!c).to_be_bytes());
             sum = csum_add(0, &pkt[12..20]);
         }
-        sum += 6 + tcp_len as u64;
-        let at = f.ip_hlen + 16;
+        let (proto, csum_offset) = if f.udp { (17, 6) } else { (6, 16) };
+        if f.udp {
+            let at = f.ip_hlen + 4;
+            pkt[at..at + 2].copy_from_slice(&u16::try_from(l4_len).unwrap_or(0).to_be_bytes());
+        }
+        sum += proto + l4_len as u64;
+        let at = f.ip_hlen + csum_offset;
         pkt[at..at + 2].copy_from_slice(&csum_fold(sum).to_be_bytes());
         let vh = VirtioNetHdr {
             flags: VirtioNetHdr::F_NEEDS_CSUM,
-            gso_type: if f.v6 {
+            gso_type: if f.udp {
+                VirtioNetHdr::GSO_UDP_L4
+            } else if f.v6 {
                 VirtioNetHdr::GSO_TCPV6
             } else {
                 VirtioNetHdr::GSO_TCPV4
@@ -230,7 +277,7 @@ impl Gro {
             hdr_len: u16::try_from(f.ip_hlen + f.tcp_hlen).unwrap_or(0),
             gso_size: u16::try_from(run.mss).unwrap_or(0),
             csum_start: u16::try_from(f.ip_hlen).unwrap_or(0),
-            csum_offset: 16,
+            csum_offset: u16::try_from(csum_offset).unwrap_or(0),
         };
         vh.write(hdr);
         self.merged += run.count as u64;
@@ -354,6 +401,78 @@ mod tests {
         }
         assert_eq!(&out.0[1][VirtioNetHdr::LEN..], &udp[..]);
         assert_eq!(&out.0[1][..VirtioNetHdr::LEN], &[0; VirtioNetHdr::LEN]);
+    }
+
+    /// A UDP/IPv4 datagram with correct checksums.
+    fn udp4(id: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 28 + payload.len();
+        let mut p = vec![0u8; len];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[100, 64, 0, 2]);
+        p[16..20].copy_from_slice(&[100, 64, 0, 1]);
+        let c = csum_fold(csum_add(0, &p[..20]));
+        p[10..12].copy_from_slice(&(!c).to_be_bytes());
+        p[20..22].copy_from_slice(&5201u16.to_be_bytes());
+        p[22..24].copy_from_slice(&40000u16.to_be_bytes());
+        p[24..26].copy_from_slice(&u16::try_from(len - 20).unwrap().to_be_bytes());
+        p[28..].copy_from_slice(payload);
+        let sum = csum_add(csum_add(0, &p[12..20]) + 17 + (len - 20) as u64, &p[20..]);
+        let mut c = !csum_fold(sum);
+        if c == 0 {
+            c = 0xffff;
+        }
+        p[26..28].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn udp_datagrams_merge_only_with_uso() {
+        let dgrams: Vec<Vec<u8>> = (0..4u16)
+            .map(|i| {
+                let n = if i == 3 { 500 } else { 1372 };
+                udp4(
+                    i,
+                    &(0..n).map(|j| (j as u8) ^ (i as u8)).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let mut plain = Gro::default();
+        let mut out = Collect::default();
+        for d in &dgrams {
+            plain.push(d, &mut out).unwrap();
+        }
+        plain.flush(&mut out).unwrap();
+        assert_eq!(out.0.len(), 4, "no USO: written as they are");
+
+        let mut gro = Gro::with_udp(true);
+        let mut out = Collect::default();
+        for d in &dgrams {
+            gro.push(d, &mut out).unwrap();
+        }
+        gro.flush(&mut out).unwrap();
+        assert_eq!(out.0.len(), 1);
+        let hdr = VirtioNetHdr::parse(&out.0[0]).unwrap();
+        assert_eq!(hdr.gso_type, VirtioNetHdr::GSO_UDP_L4);
+        assert_eq!(hdr.gso_size, 1372);
+        let mut bufs = vec![vec![0u8; 2048]; 8];
+        let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
+        let mut sizes = [0usize; 8];
+        let n = gso_split(
+            &hdr,
+            &out.0[0][VirtioNetHdr::LEN..],
+            &mut refs,
+            &mut sizes,
+            0,
+        )
+        .unwrap();
+        assert_eq!(n, 4);
+        for (i, d) in dgrams.iter().enumerate() {
+            assert_eq!(&refs[i][..sizes[i]], &d[..], "datagram {i}");
+        }
     }
 
     #[test]
