@@ -213,6 +213,55 @@ fn a_container_by_source_prefix_reaches_a_provider_that_accepts_only_the_tunnel_
     assert!(row["steered_bytes"].as_u64().unwrap() >= 50 << 20, "{list}");
     assert!(v["stats"]["ingress_marked"].as_u64().unwrap() > 0, "{list}");
 
+    // The opt-in Prometheus endpoint (loopback of the client namespace).
+    let mut metrics = Daemon::spawn(
+        client
+            .command(h::vpn_ctl_bin())
+            .env("VPN_TUNNEL", &civ)
+            .arg("--pin-root")
+            .arg(pins.path())
+            .arg("--attach-cgroup")
+            .arg(root.path())
+            .args(["metrics", "--listen", "127.0.0.1:9586"]),
+    )
+    .unwrap();
+    metrics
+        .wait_for("serving metrics", Duration::from_secs(10))
+        .unwrap();
+    let text = h::run(client.command("python3").args([
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9586/metrics', timeout=5).read().decode())",
+    ]))
+    .unwrap();
+    assert!(
+        text.contains(&format!("vpn_up{{tunnel=\"{civ}\"}} 1")),
+        "{text}"
+    );
+    let tunnelled: u64 = text
+        .lines()
+        .find(|l| {
+            l.starts_with("vpn_source_tunnelled_bytes_total") && l.contains("source=\"198.18.5.2\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(tunnelled >= 50 << 20, "{text}");
+    let tx: u64 = text
+        .lines()
+        .find(|l| l.starts_with("vpn_peer_transmit_bytes_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(tx >= 50 << 20, "{text}");
+    metrics.stop();
+    let refused = client
+        .command(h::vpn_ctl_bin())
+        .args(["metrics", "--listen", "198.18.1.2:9586"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("loopback only"),
+        "{refused:?}"
+    );
+
     vpn_ctl(&["steer", "del", "src", "198.18.5.0/24"]).unwrap();
     assert_eq!(
         client.sysctl("net.ipv4.conf.vbox.forwarding").unwrap(),

@@ -12,6 +12,7 @@ pub mod ebpf;
 pub mod forward;
 pub mod guard;
 pub mod keys;
+pub mod metrics;
 pub mod netlink;
 pub mod noise;
 pub mod process;

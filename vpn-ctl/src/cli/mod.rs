@@ -58,6 +58,12 @@ enum Cmd {
     Attach { uplink: String },
     /// Remove the guard from an uplink.
     Detach { uplink: String },
+    /// Serve Prometheus metrics (per peer, per steered source) on a
+    /// loopback address until stopped.
+    Metrics {
+        #[arg(long, default_value = "127.0.0.1:9586")]
+        listen: std::net::SocketAddr,
+    },
     /// Run a command steered into the tunnel: `vpn-ctl exec -- curl ...`.
     Exec {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -141,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Exec { command } => steer::exec(&opts, &command),
         Cmd::Attach { uplink } => steer::attach(&opts, &uplink),
         Cmd::Detach { uplink } => steer::detach(&opts, &uplink),
+        Cmd::Metrics { listen } => steer::metrics(&opts, listen),
         Cmd::Doctor { .. } => unreachable!("dispatched in main"),
     }
 }

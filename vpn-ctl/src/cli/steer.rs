@@ -12,6 +12,7 @@ use vpn_ctl::{
     device::{control, daemon},
     forward,
     guard::{self, Hook},
+    metrics,
     netlink::Netlink,
     process, steer,
     steer::{Options, Steering},
@@ -647,4 +648,70 @@ pub fn detach(opts: &Options, uplink: &str) -> Result<()> {
     }
     println!("{uplink} is no longer guarded");
     Ok(())
+}
+
+/// `vpn-ctl metrics`: a Prometheus text endpoint on a loopback address,
+/// opt-in; every scrape reads the tunnel's UAPI snapshot and the pinned
+/// steering counters afresh.
+pub fn metrics(opts: &Options, listen: std::net::SocketAddr) -> Result<()> {
+    use std::io::{Read, Write};
+    if !listen.ip().is_loopback() {
+        bail!("metrics are served on loopback only (like 127.0.0.1:9586), not {listen}");
+    }
+    let server =
+        std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    log::info!(
+        "serving metrics of tunnel {} on http://{listen}/metrics",
+        opts.tunnel
+    );
+    for conn in server.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut req = [0u8; 1024];
+        let _ = conn.read(&mut req);
+        let body = scrape(opts).unwrap_or_else(|e| format!("# scrape failed: {e:#}\n"));
+        let _ = write!(
+            conn,
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    Ok(())
+}
+
+fn scrape(opts: &Options) -> Result<String> {
+    let snapshot = super::tunnel::uapi_get(&opts.tunnel).ok();
+    let mut counters = Vec::new();
+    let mut rows = Vec::new();
+    if Steering::is_loaded(opts) {
+        let s = Steering::open(opts)?;
+        counters.extend(s.stats()?.into_iter().map(|(k, v)| (k.name(), v)));
+        counters.extend(s.sockaddr_stats()?.into_iter().map(|(k, v)| (k.name(), v)));
+        let g = guard::Maps::open(s.pin_dir())?;
+        counters.extend(g.stats()?.into_iter().map(|(k, v)| (k.name(), v)));
+        rows = g.sources()?;
+    }
+    let counters: Vec<_> = counters
+        .iter()
+        .map(|(name, value)| metrics::Counter {
+            name,
+            value: *value,
+        })
+        .collect();
+    let sources: Vec<_> = rows
+        .iter()
+        .map(|r| metrics::SourceRow {
+            source: &r.source,
+            tunnelled_packets: r.steered_packets,
+            tunnelled_bytes: r.steered_bytes,
+            blocked_packets: r.blocked_packets,
+            blocked_bytes: r.blocked_bytes,
+        })
+        .collect();
+    Ok(metrics::render(
+        &opts.tunnel,
+        snapshot.as_ref(),
+        &counters,
+        &sources,
+    ))
 }

@@ -99,7 +99,7 @@ fn up(file: &Path, foreground: bool) -> Result<()> {
 }
 
 /// `get=1` over the UAPI socket of `iface`.
-fn uapi_get(iface: &str) -> Result<DeviceSnapshot> {
+pub fn uapi_get(iface: &str) -> Result<DeviceSnapshot> {
     let path = uapi::socket_path(iface);
     let mut s = UnixStream::connect(&path)
         .with_context(|| format!("{iface} is not up (cannot connect to {})", path.display()))?;
