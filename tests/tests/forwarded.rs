@@ -171,6 +171,21 @@ fn a_container_by_source_prefix_reaches_a_provider_that_accepts_only_the_tunnel_
         "the ingress is found from the route: {out}"
     );
 
+    // Another tool deletes vpn's rule: the running tunnel daemon puts it back.
+    client.ip(&["rule", "del", "priority", "10318"]).unwrap();
+    let start = std::time::Instant::now();
+    while !client
+        .ip(&["rule", "show"])
+        .unwrap()
+        .contains("lookup 30318")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the rule was not put back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let mut sink = Daemon::spawn(server.command("python3").args(["-c", SINK])).unwrap();
     sink.wait_for("listening", Duration::from_secs(10)).unwrap();
     let mut resolver = Daemon::spawn(server.command("python3").args(["-c", RESOLVER])).unwrap();
