@@ -192,7 +192,7 @@ let
       ExecStart = "${vpnCtl} up ${confPath name} --foreground"
         + lib.optionalString (t.netns != null) " --netns ${t.netns}";
       ExecStartPost = steerCommands name t;
-      ExecStop = "${vpnCtl} down ${name}";
+      ExecStop = "${vpnCtl} down --lockdown ${name}";
       Restart = "on-failure";
       RestartSec = "2s";
       AmbientCapabilities = [ "CAP_NET_ADMIN" "CAP_BPF" "CAP_SYS_ADMIN" "CAP_PERFMON" ];

@@ -283,7 +283,19 @@ fn a_container_by_source_prefix_reaches_a_provider_that_accepts_only_the_tunnel_
         "0",
         "put back on del"
     );
-    vpn_ctl(&["steer", "clear"]).unwrap();
+    // Down means clean: `down --lockdown` keeps the steering, `down` removes it.
+    vpn_ctl(&["steer", "add", "iface", "vbox"]).unwrap();
+    vpn_ctl(&["down", "--lockdown", &civ]).unwrap();
+    assert!(
+        pins.path().join(&civ).exists(),
+        "lockdown keeps the steering"
+    );
+    h::run(client.command(h::vpn_ctl_bin()).args(["up"]).arg(&_c.2)).unwrap();
+    let out = vpn_ctl(&["down", &civ]).unwrap();
+    assert!(out.contains("steering, guard and rules removed"), "{out}");
+    assert!(!pins.path().join(&civ).exists(), "down removes the pins");
+    assert!(!client.ip(&["rule", "show"]).unwrap().contains("30318"));
     let nft = h::run(client.command("nft").args(["list", "tables"])).unwrap();
-    assert!(!nft.contains("vpn_"), "clear removes vpn's table: {nft}");
+    assert!(!nft.contains("vpn_"), "down removes vpn's table: {nft}");
+    assert_eq!(client.sysctl("net.ipv4.conf.vbox.forwarding").unwrap(), "0");
 }

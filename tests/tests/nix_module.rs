@@ -91,7 +91,7 @@ fn module_generates_tunnel_services_with_steering() {
             format!("{vpn_ctl} --tunnel wg0 steer add src 192.168.100.0/24"),
         ]
     );
-    assert_eq!(wg0["ExecStop"], format!("{vpn_ctl} down wg0"));
+    assert_eq!(wg0["ExecStop"], format!("{vpn_ctl} down --lockdown wg0"));
     assert!(wg0["AmbientCapabilities"].to_string().contains("CAP_BPF"));
     let unit = &v["services"]["vpn-wg0"];
     assert!(
@@ -112,7 +112,7 @@ fn module_generates_tunnel_services_with_steering() {
         .unwrap()
         .ends_with("-vpn-box-config"));
     assert_eq!(boxed["ExecStartPost"], serde_json::json!([]));
-    assert_eq!(boxed["ExecStop"], format!("{vpn_ctl} down box"));
+    assert_eq!(boxed["ExecStop"], format!("{vpn_ctl} down --lockdown box"));
 
     // Defaults filled, assertions hold, nothing when disabled.
     let opts = &v["options"]["tunnels"]["box"];

@@ -48,7 +48,7 @@ fn units_say_what_the_docs_say() {
     );
     assert_eq!(
         values(&tunnel, "Service", "ExecStop"),
-        ["/usr/local/bin/vpn-ctl down %i"]
+        ["/usr/local/bin/vpn-ctl down --lockdown %i"]
     );
     assert_eq!(values(&tunnel, "Unit", "Before"), ["network-online.target"]);
     let caps = values(&tunnel, "Service", "AmbientCapabilities").join(" ");

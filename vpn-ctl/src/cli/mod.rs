@@ -137,7 +137,21 @@ fn options(cli: &Cli) -> Result<Options> {
 fn run(cli: Cli) -> Result<()> {
     // Tunnel commands need no bpffs or cgroup (genkey needs no root).
     if let Cmd::Tunnel(t) = &cli.cmd {
-        return tunnel::run(t);
+        let result = tunnel::run(t);
+        // Down means clean: the tunnel's steering goes too, unless --lockdown.
+        if let tunnel::TunnelCmd::Down {
+            target,
+            lockdown: false,
+        } = t
+        {
+            let iface = vpn_ctl::device::daemon::target_interface(target)?;
+            let mut opts = options(&cli)?;
+            opts.tunnel = iface;
+            if vpn_ctl::steer::Steering::is_loaded(&opts) && steer::clear(&opts)? {
+                println!("{}: steering, guard and rules removed", opts.tunnel);
+            }
+        }
+        return result;
     }
     let opts = options(&cli)?;
     match cli.cmd {

@@ -527,7 +527,7 @@ fn list(opts: &Options, json: bool) -> Result<()> {
 }
 
 /// Removes the tunnel's steering and its policy routing.
-fn clear(opts: &Options) -> Result<bool> {
+pub fn clear(opts: &Options) -> Result<bool> {
     process::remove_managed(opts)?;
     forward::remove(&opts.tunnel)?;
     // Removal covers the rules of both modes.

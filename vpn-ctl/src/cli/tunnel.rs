@@ -35,6 +35,11 @@ pub enum TunnelCmd {
     Down {
         /// Interface name or the config file it was started from.
         target: String,
+        /// Keep the tunnel's steering, guard and rules (steered traffic stays
+        /// blocked until the tunnel is up again); without it, `down` removes
+        /// them too.
+        #[arg(long)]
+        lockdown: bool,
     },
     /// Show tunnels (peers, endpoints, handshakes, transfer) via the
     /// WireGuard UAPI socket; works for any userspace WireGuard.
@@ -56,7 +61,7 @@ pub enum TunnelCmd {
 pub fn run(cmd: &TunnelCmd) -> Result<()> {
     match cmd {
         TunnelCmd::Up { file, foreground } => up(file, *foreground),
-        TunnelCmd::Down { target } => {
+        TunnelCmd::Down { target, .. } => {
             println!("{}", daemon::down(target)?);
             Ok(())
         }
