@@ -24,6 +24,7 @@ fn demo_shows_every_outcome_and_cleans_up() {
         "internet host saw nothing; leaks blocked by the guard: ",
         "internet host saw nothing; plaintext packets on the uplink: 0: as expected",
         "seen as 198.18.1.2: as expected",
+        "steered app going around the dead tunnel: failed",
         "demo: every outcome as expected",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");

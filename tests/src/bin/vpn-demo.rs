@@ -469,7 +469,35 @@ fn demo() -> Result<bool> {
         verdict(good)
     );
 
+    // With the tunnel cut, a steered app that takes its mark off (so routing
+    // would send it out of eth0) is still dropped, and the leak counter moves.
+    let before = guard_dropped(&vpn_ctl)?;
+    let out =
+        h::run(
+            client
+                .command_in("python3", Some(&app))?
+                .args(["-c", SNEAK, "sneaky-while-cut"]),
+        )?
+        .trim()
+        .to_owned();
+    let who = seen(&reporter, "sneaky-while-cut", Duration::from_secs(2));
+    let after = guard_dropped(&vpn_ctl)?;
+    let good = who.is_none() && after > before;
+    ok &= good;
+    println!(
+        "    steered app going around the dead tunnel: {out}; internet host saw {}; leak counter {before} -> {after}: {}",
+        who.as_deref().unwrap_or("nothing"),
+        verdict(good)
+    );
+
     h::run(vpn_ctl().args(["steer", "clear"]))?;
     drop(client_tunnel);
     Ok(ok)
+}
+
+/// The guard's drop counter, from `steer list --json`.
+fn guard_dropped(vpn_ctl: &dyn Fn() -> Command) -> Result<u64> {
+    let list: serde_json::Value =
+        serde_json::from_str(&h::run(vpn_ctl().args(["steer", "list", "--json"]))?)?;
+    Ok(list["stats"]["guard_dropped"].as_u64().unwrap_or(0))
 }
