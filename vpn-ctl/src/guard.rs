@@ -492,7 +492,7 @@ fn action_name(rule: SteerRule) -> &'static str {
 }
 
 /// A delete of a missing key: aya reports ENOENT from the syscall.
-fn not_found(e: &MapError) -> bool {
+pub(crate) fn not_found(e: &MapError) -> bool {
     match e {
         MapError::KeyNotFound => true,
         MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),

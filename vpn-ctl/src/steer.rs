@@ -424,7 +424,7 @@ impl Steering {
     pub fn del_cgroup(&mut self, cgroup_id: u64) -> Result<bool, SteerError> {
         match self.cgroups.remove(&cgroup_id) {
             Ok(()) => Ok(true),
-            Err(e) if key_not_found(&e) => Ok(false),
+            Err(e) if guard::not_found(&e) => Ok(false),
             Err(e) => Err(map_err(format!("removing cgroup {cgroup_id}"))(e)),
         }
     }
@@ -456,7 +456,7 @@ impl Steering {
     pub fn del_uid(&mut self, uid: u32) -> Result<bool, SteerError> {
         match self.uids.remove(&uid) {
             Ok(()) => Ok(true),
-            Err(e) if key_not_found(&e) => Ok(false),
+            Err(e) if guard::not_found(&e) => Ok(false),
             Err(e) => Err(map_err(format!("removing uid {uid}"))(e)),
         }
     }
@@ -546,15 +546,6 @@ pub fn tunnel_info_from(addresses: &[String], dns: &[String]) -> TunnelInfo {
         }
     }
     info
-}
-
-/// aya reports deleting an absent key as the syscall's ENOENT.
-fn key_not_found(e: &MapError) -> bool {
-    match e {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
-    }
 }
 
 fn action_name(action: u32) -> &'static str {
