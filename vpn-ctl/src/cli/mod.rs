@@ -147,8 +147,14 @@ fn run(cli: Cli) -> Result<()> {
             let iface = vpn_ctl::device::daemon::target_interface(target)?;
             let mut opts = options(&cli)?;
             opts.tunnel = iface;
-            if vpn_ctl::steer::Steering::is_loaded(&opts) && steer::clear(&opts)? {
-                println!("{}: steering, guard and rules removed", opts.tunnel);
+            if vpn_ctl::steer::Steering::is_loaded(&opts) {
+                if steer::clear(&opts)? {
+                    println!("{}: steering, guard and rules removed", opts.tunnel);
+                }
+            } else {
+                // Forwarding state of steering pinned elsewhere (another
+                // --pin-root) still belongs to this tunnel's namespace.
+                vpn_ctl::forward::remove(&opts.tunnel)?;
             }
         }
         return result;
