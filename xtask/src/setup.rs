@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "procps",
     "iputils-ping",
+    // The end-to-end tests script their clients and servers in Python.
+    "python3",
     "nix-bin",
 ];
 
