@@ -433,16 +433,7 @@ impl Capture {
 
 /// The cgroup v2 mount of this machine (never assumed).
 pub fn cgroup2_mount() -> Result<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo")?;
-    info.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            if post.split_whitespace().next()? != "cgroup2" {
-                return None;
-            }
-            Some(PathBuf::from(pre.split_whitespace().nth(4)?))
-        })
-        .context("no cgroup v2 mount")
+    Ok(vpn_ctl::cgroup::cgroup2_mount()?)
 }
 
 /// A cgroup sub-tree of the harness's own; its processes are killed and the
@@ -612,4 +603,28 @@ pub fn require_root() {
         unsafe { libc::geteuid() } == 0,
         "the end-to-end suite needs root (run `cargo xtask test` as root)"
     );
+}
+
+/// A WireGuard key pair (private, public), base64, made by the controller
+/// under test (`vpn-ctl genkey` / `pubkey`).
+pub fn key_pair() -> Result<(String, String)> {
+    let private = run(Command::new(vpn_ctl_bin()).arg("genkey"))?
+        .trim()
+        .to_owned();
+    let mut child = Command::new(vpn_ctl_bin())
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawning vpn-ctl pubkey")?;
+    child
+        .stdin
+        .take()
+        .context("pubkey stdin")?
+        .write_all(private.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("vpn-ctl pubkey failed ({})", out.status);
+    }
+    Ok((private, String::from_utf8(out.stdout)?.trim().to_owned()))
 }

@@ -6,39 +6,9 @@
 //!  (MTU 1500)      198.18.5.1  198.18.1.2   198.18.1.1    198.18.9.9 on lo
 //!                  vpn-ctl up: 100.64.0.2, AllowedIPs 0/0 (vpn's table only)
 //! ```
-use std::{
-    fs,
-    io::Write,
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{fs, path::PathBuf, time::Duration};
 
 use netns_harness::{self as h, Daemon, Netns, PinRoot};
-
-fn keys() -> (String, String) {
-    let private = h::run(Command::new(h::vpn_ctl_bin()).arg("genkey"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let mut child = Command::new(h::vpn_ctl_bin())
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(private.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        private,
-        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-    )
-}
 
 struct Tunnel<'a>(&'a Netns, String, PathBuf);
 
@@ -129,7 +99,7 @@ fn a_container_by_source_prefix_reaches_a_provider_that_accepts_only_the_tunnel_
     server
         .ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])
         .unwrap();
-    let (ck, sk) = (keys(), keys());
+    let (ck, sk) = (h::key_pair().unwrap(), h::key_pair().unwrap());
     let tag = std::process::id() % 100_000;
     let (civ, siv) = (format!("vf{tag}c"), format!("vf{tag}s"));
     let _s = up(

@@ -47,29 +47,6 @@ fn vpn_ctl(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
     h::run(ns.command(h::vpn_ctl_bin()).args(args))
 }
 
-fn key_pair() -> (String, String) {
-    let sk = h::run(Command::new(h::vpn_ctl_bin()).arg("genkey"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let mut child = Command::new(h::vpn_ctl_bin())
-        .arg("pubkey")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(sk.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    (sk, String::from_utf8(out.stdout).unwrap().trim().to_owned())
-}
-
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
 
@@ -150,8 +127,8 @@ fn world(psk: bool) -> World {
         vpn_ns,
         peer_ns,
         scratch: Scratch::new(),
-        vpn_keys: key_pair(),
-        peer_keys: key_pair(),
+        vpn_keys: h::key_pair().unwrap(),
+        peer_keys: h::key_pair().unwrap(),
         psk,
     }
 }
@@ -494,7 +471,7 @@ fn wg_tool_against_vpn_ctl() {
     assert!(p[5].parse::<u64>().unwrap() > 0 && p[6].parse::<u64>().unwrap() > 0);
 
     // Add, change and remove a peer with wg set.
-    let (_, extra) = key_pair();
+    let (_, extra) = h::key_pair().unwrap();
     wg(&[
         "set",
         &vpn.iface,

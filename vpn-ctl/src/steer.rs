@@ -177,11 +177,9 @@ fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> SteerError 
     move |source| SteerError::Program { what, source }
 }
 
+/// A tunnel is named like its interface (wg-quick's rule).
 fn valid_tunnel_name(name: &str) -> bool {
-    (1..=15).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_=+.-".contains(&b))
+    crate::config::validate_interface_name(name).is_ok()
 }
 
 fn require_root() -> Result<(), SteerError> {

@@ -14,14 +14,13 @@
 //! outcome was as it should be.
 use std::{
     fs,
-    io::Write,
     path::PathBuf,
-    process::{Command, ExitCode, Stdio},
+    process::{Command, ExitCode},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use netns_harness::{self as h, Capture, Cgroup, Daemon, Netns, PinRoot};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -116,32 +115,6 @@ try:
 except OSError as e:
     print("failed:", e.strerror or e)
 "#;
-
-struct Keys {
-    private: String,
-    public: String,
-}
-
-fn keys() -> Result<Keys> {
-    let private = h::run(Command::new(h::vpn_ctl_bin()).arg("genkey"))?
-        .trim()
-        .to_owned();
-    let mut child = Command::new(h::vpn_ctl_bin())
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(private.as_bytes())?;
-    let out = child.wait_with_output()?;
-    Ok(Keys {
-        private,
-        public: String::from_utf8(out.stdout)?.trim().to_owned(),
-    })
-}
 
 /// A tunnel brought up with `vpn-ctl up`; `down` (and its files) on drop.
 struct Tunnel<'a> {
@@ -253,7 +226,7 @@ fn demo() -> Result<bool> {
 
     let scratch = Scratch(std::env::temp_dir().join(h::unique()));
     fs::create_dir_all(&scratch.0)?;
-    let (ck, sk) = (keys()?, keys()?);
+    let (ck, sk) = (h::key_pair()?, h::key_pair()?);
     let (civ, siv) = (format!("vd{tag}c"), format!("vd{tag}s"));
     step(2, "vpn server: vpn-ctl up (100.64.0.1, port 51820)")?;
     let _server_tunnel = up(
@@ -263,7 +236,7 @@ fn demo() -> Result<bool> {
         &format!(
             "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.1/24\nListenPort = 51820\nTable = off\n\n\
              [Peer]\nPublicKey = {}\nAllowedIPs = 100.64.0.2/32\n",
-            sk.private, ck.public
+            sk.0, ck.1
         ),
     )?;
     step(
@@ -277,7 +250,7 @@ fn demo() -> Result<bool> {
         &format!(
             "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\nDNS = 100.64.0.1\n\n\
              [Peer]\nPublicKey = {}\nEndpoint = 198.18.2.2:51820\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n",
-            ck.private, sk.public
+            ck.0, sk.1
         ),
     )?;
 
