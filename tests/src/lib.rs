@@ -596,6 +596,14 @@ pub fn vpn_ctl_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vpn-ctl"))
 }
 
+/// The wireguard-go drop-in under test: `VPN_WG_BIN`, or `vpn-wg` next to
+/// [`vpn_ctl_bin`].
+pub fn vpn_wg_bin() -> PathBuf {
+    std::env::var_os("VPN_WG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| vpn_ctl_bin().with_file_name("vpn-wg"))
+}
+
 /// Skips nothing: the suite needs root, and says so.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod keys;
 pub mod metrics;
 pub mod netlink;
+pub mod netns;
 pub mod noise;
 pub mod process;
 pub mod routing;

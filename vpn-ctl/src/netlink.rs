@@ -295,6 +295,29 @@ impl Netlink {
         Ok(Self { handle, task })
     }
 
+    /// Like [`Netlink::new`], with the socket opened inside `ns`: every
+    /// request then acts on that namespace's links, addresses and routes.
+    ///
+    /// # Errors
+    /// [`NetlinkError::Connect`] if the namespace cannot be entered or the
+    /// socket cannot be opened.
+    ///
+    /// # Panics
+    /// If called outside a tokio runtime.
+    pub fn new_in(ns: &crate::netns::Netns) -> Result<Self> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, _) = ns
+            .run(move || {
+                // The socket registers with the runtime's reactor here.
+                let _guard = rt.enter();
+                rtnetlink::new_connection()
+            })
+            .map_err(|e| NetlinkError::Connect(std::io::Error::other(e.to_string())))?
+            .map_err(NetlinkError::Connect)?;
+        let task = tokio::spawn(conn);
+        Ok(Self { handle, task })
+    }
+
     /// The underlying rtnetlink handle, for operations this module lacks.
     #[must_use]
     pub fn handle(&self) -> &Handle {
@@ -364,6 +387,20 @@ impl Netlink {
             .execute()
             .await
             .map_err(op_err(format!("set link {index} mtu {mtu}")))
+    }
+
+    /// `ip link set dev <index> txqueuelen <len>`.
+    ///
+    /// # Errors
+    /// If the kernel refuses.
+    pub async fn set_tx_queue_len(&self, index: u32, len: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).txqueuelen(len).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(op_err(format!("set link {index} txqueuelen {len}")))
     }
 
     /// `ip addr add <addr>/<prefix_len> dev <index>`.
@@ -653,6 +690,33 @@ impl Netlink {
             .execute()
             .await
             .map_err(op_err(format!("set link {index} netns fd {fd}")))
+    }
+
+    /// `ip link set dev <index> netns <fd> name <name>`: move a link into
+    /// another namespace and rename it there in one step (so the name only
+    /// has to be free in the target).
+    ///
+    /// # Errors
+    /// If the kernel refuses (`EEXIST` when the name is taken there).
+    pub async fn move_link_to_netns_as(
+        &self,
+        index: u32,
+        netns: BorrowedFd<'_>,
+        name: &str,
+    ) -> Result<()> {
+        let fd = netns.as_raw_fd();
+        let msg = LinkUnspec::new_with_index(index)
+            .setns_by_fd(fd)
+            .name(name)
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(op_err(format!(
+                "set link {index} netns fd {fd} name {name}"
+            )))
     }
 
     /// `ip link set dev <index> netns <pid>`: move a link into the network

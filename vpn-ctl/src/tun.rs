@@ -29,6 +29,7 @@ const TUN_PATH: &str = "/dev/net/tun";
 const TUNSETIFF: u64 = 0x4004_54ca;
 const TUNSETOFFLOAD: u64 = 0x4004_54d0;
 const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
+const TUNGETIFF: u64 = 0x8004_54d2;
 
 const IFF_TUN: i16 = 0x0001;
 const IFF_NO_PI: i16 = 0x1000;
@@ -332,6 +333,23 @@ impl Tun {
     #[must_use]
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    /// Whether the link still exists (`TUNGETIFF` fails with `EBADFD` once
+    /// it was deleted). This holds wherever the link lives: it may have
+    /// been moved to another network namespace, where its name and index
+    /// are not visible from here.
+    #[must_use]
+    pub fn attached(&self) -> bool {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        match ioctl_ptr(self.file.as_raw_fd(), TUNGETIFF, &mut req) {
+            Ok(()) => true,
+            Err(e) => e.raw_os_error() != Some(libc::EBADFD),
+        }
     }
 
     /// Whether packets carry a [`VirtioNetHdr`].

@@ -30,6 +30,13 @@ pub enum TunnelCmd {
         /// Stay attached and log to stderr.
         #[arg(long)]
         foreground: bool,
+        /// Put the tunnel interface inside this network namespace, while
+        /// the encrypted UDP socket stays here: a name (`ip netns`; created
+        /// with lo up when missing, deleted again by `down`), a path such as
+        /// /proc/PID/ns/net, or pid:PID. Address, MTU, routes are set in
+        /// there; DNS= goes to /etc/netns/NAME/resolv.conf.
+        #[arg(long, value_name = "TARGET")]
+        netns: Option<String>,
     },
     /// Stop a tunnel: its daemon, routes, sockets and interface.
     Down {
@@ -60,7 +67,11 @@ pub enum TunnelCmd {
 
 pub fn run(cmd: &TunnelCmd) -> Result<()> {
     match cmd {
-        TunnelCmd::Up { file, foreground } => up(file, *foreground),
+        TunnelCmd::Up {
+            file,
+            foreground,
+            netns,
+        } => up(file, *foreground, netns.as_deref()),
         TunnelCmd::Down { target, .. } => {
             println!("{}", daemon::down(target)?);
             Ok(())
@@ -88,15 +99,20 @@ pub fn run(cmd: &TunnelCmd) -> Result<()> {
     }
 }
 
-fn up(file: &Path, foreground: bool) -> Result<()> {
+fn up(file: &Path, foreground: bool, netns: Option<&str>) -> Result<()> {
+    let mode = daemon::Mode::Config {
+        path: file.to_owned(),
+        netns: netns.map(vpn_ctl::netns::Target::parse).transpose()?,
+    };
     if foreground {
-        daemon::run_foreground(file)?;
+        daemon::run_foreground(&mode)?;
         return Ok(());
     }
-    let (pid, log) = daemon::up_background(file)?;
-    let iface = vpn_ctl::config::interface_name_from_path(file)?;
+    let (pid, log) = daemon::up_background(&mode, daemon::DaemonOutput::LogFile)?;
+    let iface = mode.interface()?;
+    let place = netns.map_or(String::new(), |n| format!(" in network namespace {n}"));
     println!(
-        "{iface} is up (daemon pid {pid}, log {}, UAPI {})",
+        "{iface} is up{place} (daemon pid {pid}, log {}, UAPI {})",
         log.display(),
         uapi::socket_path(&iface).display()
     );

@@ -14,6 +14,15 @@
 //! The daemon stops on SIGTERM/SIGINT or when its link is deleted, and
 //! then removes routes, sockets, pidfile and the TUN (closing it deletes
 //! the link, and its addresses with it).
+//!
+//! Two variants share this lifecycle:
+//! - `up FILE --netns TARGET` ([`UpOptions::netns`]): the TUN is created
+//!   inside TARGET and configured there (addresses, MTU, routes, and
+//!   `DNS=` in `/etc/netns/NAME/resolv.conf`); the UDP sockets stay here.
+//!   A named namespace that `up` created is deleted again at shutdown.
+//! - [`Mode::Bare`] (`vpn-wg IFACE`, the wireguard-go drop-in): only the
+//!   TUN, the UDP sockets and the UAPI socket; whoever drives the UAPI
+//!   (`wg`, `wg-quick`) sets keys, peers, addresses and routes.
 
 use std::{
     fs,
@@ -39,6 +48,7 @@ use super::{
 use crate::{
     config::{self, Config, ConfigError},
     netlink::{Netlink, NetlinkError},
+    netns::{self, Netns, NetnsError, ResolvConf, Target},
     tun::{Tun, TunError, TunOptions},
     uapi::{self, SetRequest, UapiDevice, UapiError, UapiServer},
 };
@@ -58,6 +68,12 @@ pub fn log_path(iface: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{iface}.log"))
 }
 
+/// `/run/vpn/<iface>.netns.json`: what `up --netns` changed (see
+/// [`netns::Changes`]).
+pub fn netns_state_path(iface: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{iface}.netns.json"))
+}
+
 /// `/run/vpn/<iface>.ctl`
 pub fn ctl_path(iface: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{iface}.ctl"))
@@ -72,6 +88,10 @@ pub enum UpError {
     Config(#[from] ConfigError),
     #[error("interface {0} already exists")]
     InterfaceExists(String),
+    #[error("interface {iface} already exists in network namespace {netns}")]
+    InterfaceExistsIn { iface: String, netns: String },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
     #[error("{iface} is already up (daemon pid {pid})")]
     AlreadyUp { iface: String, pid: u32 },
     #[error("cannot resolve endpoint {endpoint}")]
@@ -146,21 +166,95 @@ pub fn running_pid(iface: &str) -> Option<u32> {
     alive(pid).then_some(pid)
 }
 
+/// What a daemon serves.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `vpn-ctl up FILE`: the tunnel a wg-quick file describes, with its
+    /// addresses, MTU, routes and DNS, optionally inside another namespace.
+    Config {
+        /// The wg-quick file.
+        path: PathBuf,
+        /// Where the tunnel interface lives (`--netns`).
+        netns: Option<Target>,
+    },
+    /// `vpn-wg IFACE`: a bare interface configured over the UAPI only.
+    Bare {
+        /// The interface name.
+        iface: String,
+    },
+}
+
+impl Mode {
+    /// The interface this mode's daemon serves.
+    ///
+    /// # Errors
+    /// A bad file name or interface name.
+    pub fn interface(&self) -> Result<String, ConfigError> {
+        match self {
+            Self::Config { path, .. } => config::interface_name_from_path(path),
+            Self::Bare { iface } => {
+                config::validate_interface_name(iface).map_err(|kind| ConfigError {
+                    file: iface.clone(),
+                    line: None,
+                    kind,
+                })?;
+                Ok(iface.clone())
+            }
+        }
+    }
+
+    /// The arguments that run this mode's daemon in the foreground
+    /// (`up FILE [--netns T] --foreground`, or `-f IFACE`).
+    fn foreground_args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            Self::Config { path, netns } => {
+                let mut v = vec!["up".into(), path.clone().into_os_string()];
+                if let Some(t) = netns {
+                    v.push("--netns".into());
+                    v.push(match t {
+                        Target::Named(n) => n.into(),
+                        Target::Path(p) => p.clone().into_os_string(),
+                    });
+                }
+                v.push("--foreground".into());
+                v
+            }
+            Self::Bare { iface } => vec!["-f".into(), iface.into()],
+        }
+    }
+}
+
 /// Checks what can be checked before forking: root, the config, the name.
+/// Returns the config (`None` in bare mode) and the interface name.
 ///
 /// # Errors
 /// The first problem found.
-pub fn preflight(path: &Path) -> Result<(Config, String), UpError> {
+pub fn preflight(mode: &Mode) -> Result<(Option<Config>, String), UpError> {
     check_root(euid())?;
-    let config = Config::load(path)?;
-    let iface = config::interface_name_from_path(path)?;
+    let config = match mode {
+        Mode::Config { path, .. } => Some(Config::load(path)?),
+        Mode::Bare { .. } => None,
+    };
+    let iface = mode.interface()?;
     if let Some(pid) = running_pid(&iface) {
         return Err(UpError::AlreadyUp { iface, pid });
     }
-    if ifindex(&iface) != 0 {
+    // With --netns the name only has to be free inside the target, which
+    // bring-up checks once the namespace is open.
+    let here = !matches!(mode, Mode::Config { netns: Some(_), .. });
+    if here && ifindex(&iface) != 0 {
         return Err(UpError::InterfaceExists(iface));
     }
     Ok((config, iface))
+}
+
+/// How the background daemon's output is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonOutput {
+    /// Appended to `/run/vpn/<iface>.log`.
+    LogFile,
+    /// This process's stdout and stderr (wireguard-go with `LOG_LEVEL`).
+    Inherit,
 }
 
 /// Starts the daemon in the background and waits until it is ready.
@@ -168,16 +262,18 @@ pub fn preflight(path: &Path) -> Result<(Config, String), UpError> {
 ///
 /// # Errors
 /// The preflight error, or the daemon's own error message.
-pub fn up_background(path: &Path) -> Result<(u32, PathBuf), UpError> {
-    let (_, iface) = preflight(path)?;
-    let path = fs::canonicalize(path).map_err(io_err(format!("resolving {}", path.display())))?;
+pub fn up_background(mode: &Mode, output: DaemonOutput) -> Result<(u32, PathBuf), UpError> {
+    let (_, iface) = preflight(mode)?;
+    let mode = match mode {
+        Mode::Config { path, netns } => Mode::Config {
+            path: fs::canonicalize(path)
+                .map_err(io_err(format!("resolving {}", path.display())))?,
+            netns: netns.clone(),
+        },
+        m @ Mode::Bare { .. } => m.clone(),
+    };
     fs::create_dir_all(RUN_DIR).map_err(io_err(format!("creating {RUN_DIR}")))?;
     let log = log_path(&iface);
-    let log_file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(io_err(format!("opening {}", log.display())))?;
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -186,15 +282,20 @@ pub fn up_background(path: &Path) -> Result<(u32, PathBuf), UpError> {
     // SAFETY: fresh descriptors we own.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let exe = std::env::current_exe().map_err(io_err("finding the vpn-ctl binary"))?;
+    let exe = std::env::current_exe().map_err(io_err("finding our own binary"))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("up")
-        .arg(&path)
-        .arg("--foreground")
+    cmd.args(mode.foreground_args())
         .env(READY_FD_ENV, fds[1].to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(log_file.try_clone().map_err(io_err("log file"))?)
-        .stderr(log_file);
+        .stdin(std::process::Stdio::null());
+    if output == DaemonOutput::LogFile {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err(format!("opening {}", log.display())))?;
+        cmd.stdout(log_file.try_clone().map_err(io_err("log file"))?)
+            .stderr(log_file);
+    }
     let w = fds[1];
     // SAFETY: only async-signal-safe calls (setsid, fcntl) in the child.
     unsafe {
@@ -216,10 +317,13 @@ pub fn up_background(path: &Path) -> Result<(u32, PathBuf), UpError> {
     }
     let _ = child.wait();
     Err(UpError::Daemon(if msg.is_empty() {
-        format!(
-            "it exited before the interface was ready; see {}",
-            log.display()
-        )
+        match output {
+            DaemonOutput::LogFile => format!(
+                "it exited before the interface was ready; see {}",
+                log.display()
+            ),
+            DaemonOutput::Inherit => "it exited before the interface was ready".to_owned(),
+        }
     } else {
         msg.to_owned()
     }))
@@ -231,7 +335,7 @@ pub fn up_background(path: &Path) -> Result<(u32, PathBuf), UpError> {
 ///
 /// # Errors
 /// Bring-up failures (after undoing what was done).
-pub fn run_foreground(path: &Path) -> Result<(), UpError> {
+pub fn run_foreground(mode: &Mode) -> Result<(), UpError> {
     let mut ready = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -239,12 +343,12 @@ pub fn run_foreground(path: &Path) -> Result<(), UpError> {
         .map(|fd| unsafe { fs::File::from_raw_fd(fd) });
     std::env::remove_var(READY_FD_ENV);
     let result = (|| {
-        let (config, iface) = preflight(path)?;
+        let (config, iface) = preflight(mode)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(io_err("starting the tokio runtime"))?;
-        rt.block_on(daemon(config, iface, path, &mut ready))
+        rt.block_on(daemon(mode, config, iface, &mut ready))
     })();
     if let (Err(e), Some(mut r)) = (&result, ready.take()) {
         let _ = writeln!(r, "{e}");
@@ -263,9 +367,23 @@ struct Stack {
     timers: Option<tokio::task::JoinHandle<()>>,
     datapath: Option<DataPath>,
     pidfile: Option<PathBuf>,
+    /// Namespace changes, mirrored in `netns_state` for a later `down`.
+    netns: netns::Changes,
+    netns_state: Option<PathBuf>,
 }
 
 impl Stack {
+    /// Records a namespace change before going on.
+    fn record(&mut self, iface: &str) -> Result<(), UpError> {
+        let path = netns_state_path(iface);
+        fs::create_dir_all(RUN_DIR).map_err(io_err(format!("creating {RUN_DIR}")))?;
+        self.netns
+            .save(&path)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        self.netns_state = Some(path);
+        Ok(())
+    }
+
     async fn teardown(mut self) {
         if let Some(dp) = self.datapath.take() {
             dp.stop();
@@ -280,8 +398,15 @@ impl Stack {
         if let Some(nl) = &self.netlink {
             netcfg::undo(nl, &mut self.applied).await;
         }
+        drop(self.netlink.take());
         // Closing the last TUN fd deletes the link and its addresses.
         drop(self.tun.take());
+        for done in self.netns.undo() {
+            log::info!("{done}");
+        }
+        if let Some(p) = self.netns_state.take() {
+            let _ = fs::remove_file(p);
+        }
         if let Some(p) = self.pidfile.take() {
             let _ = fs::remove_file(p);
         }
@@ -289,9 +414,9 @@ impl Stack {
 }
 
 async fn daemon(
-    config: Config,
+    mode: &Mode,
+    config: Option<Config>,
     iface: String,
-    path: &Path,
     ready: &mut Option<fs::File>,
 ) -> Result<(), UpError> {
     let background = ready.is_some();
@@ -299,7 +424,22 @@ async fn daemon(
     let signals = Arc::new(Signals::default());
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
-    let index = match bring_up(&config, &iface, path, background, &mut stack, &signals).await {
+    let up = match (mode, &config) {
+        (Mode::Config { path, netns }, Some(config)) => {
+            bring_up(
+                config,
+                &iface,
+                path,
+                netns.as_ref(),
+                background,
+                &mut stack,
+                &signals,
+            )
+            .await
+        }
+        _ => bring_up_bare(&iface, &mut stack, &signals).await,
+    };
+    let index = match up {
         Ok(i) => i,
         Err(e) => {
             stack.teardown().await;
@@ -313,6 +453,12 @@ async fn daemon(
     if let Some(mut r) = ready.take() {
         let _ = r.write_all(b"ok\n");
     }
+    // Steering rules live in this namespace: repaired only when the tunnel
+    // table is here too.
+    let repair_table = match (mode, &config) {
+        (Mode::Config { netns: None, .. }, Some(c)) => netcfg::table_id(c.interface.table),
+        _ => None,
+    };
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -323,11 +469,13 @@ async fn daemon(
                 break;
             }
             _ = check.tick() => {
-                if ifindex(&iface) != index {
+                // Asked of the TUN itself: the link may have been moved to
+                // another namespace, where its name is not visible here.
+                if !stack.tun.as_ref().is_some_and(|t| t.attached()) {
                     log::info!("{iface} was deleted: shutting down");
                     break;
                 }
-                if let (Some(nl), Some(table)) = (stack.netlink.as_ref(), netcfg::table_id(config.interface.table)) {
+                if let (Some(nl), Some(table)) = (stack.netlink.as_ref(), repair_table) {
                     repair_policy(nl, table).await;
                 }
             }
@@ -374,43 +522,58 @@ async fn repair_policy(nl: &Netlink, table: u32) {
     }
 }
 
-async fn bring_up(
-    config: &Config,
-    iface: &str,
-    path: &Path,
-    background: bool,
-    stack: &mut Stack,
-    signals: &Arc<Signals>,
-) -> Result<u32, UpError> {
-    // Resolve host names first: nothing exists yet if that fails.
-    let request = SetRequest::from_config(config, |e| {
-        e.resolve().map_err(|source| UpError::Resolve {
-            endpoint: e.to_string(),
-            source,
-        })
-    })?;
-    let tun = Arc::new(Tun::open(&TunOptions {
-        name: Some(iface.to_owned()),
+/// Opens the TUN here and, with `ns`, moves it into that namespace under
+/// its name. The TUN's file stays bound to this namespace, so the target
+/// is not kept alive by vpn: when the container goes, its namespace and
+/// the link go with it, and the daemon exits. Returns the TUN and its
+/// index where it lives.
+async fn open_tun(iface: &str, ns: Option<&Netns>) -> Result<(Tun, u32), UpError> {
+    let Some(ns) = ns else {
+        let tun = Tun::open(&TunOptions {
+            name: Some(iface.to_owned()),
+            multi_queue: false,
+            vnet_hdr: true,
+        })?;
+        let index = tun.ifindex();
+        return Ok((tun, index));
+    };
+    if ns.run(|| ifindex(iface))? != 0 {
+        return Err(UpError::InterfaceExistsIn {
+            iface: iface.to_owned(),
+            netns: ns.shown().to_owned(),
+        });
+    }
+    // A kernel-chosen name here (tunN), renamed as it moves.
+    let tun = Tun::open(&TunOptions {
+        name: None,
         multi_queue: false,
         vnet_hdr: true,
-    })?);
-    let index = tun.ifindex();
-    stack.tun = Some(Arc::clone(&tun));
+    })?;
+    Netlink::new()?
+        .move_link_to_netns_as(tun.ifindex(), ns.fd(), iface)
+        .await?;
+    let index = ns.run(|| ifindex(iface))?;
+    if index == 0 {
+        return Err(UpError::Daemon(format!(
+            "{iface} vanished from {} right after it was moved there",
+            ns.shown()
+        )));
+    }
+    Ok((tun, index))
+}
 
-    let settings = SocketSettings::default();
-    let fwmark = config.interface.fwmark.unwrap_or(0);
-    let sockets = bind_sockets(config.interface.listen_port.unwrap_or(0), fwmark, &settings)?;
-    log::info!("listening on UDP port {}", sockets.port());
-    let mut device = Device::new(config.interface.private_key.clone(), sockets, settings);
-    device.apply(request)?;
+/// The UDP sockets, the device, its UAPI and status sockets, the pidfile,
+/// the data path and the timers: what every mode runs once the TUN exists.
+async fn start_device(
+    device: Device,
+    tun: &Arc<Tun>,
+    iface: &str,
+    info: StaticInfo,
+    mtu: u16,
+    stack: &mut Stack,
+    signals: &Arc<Signals>,
+) -> Result<(), UpError> {
     let device = Arc::new(Mutex::new(device));
-
-    let nl = Netlink::new()?;
-    let mtu = config.interface.mtu.unwrap_or(DEFAULT_MTU);
-    let r = netcfg::apply(&nl, iface, index, config, mtu, &mut stack.applied).await;
-    stack.netlink = Some(nl);
-    r?;
-
     let uapi_path = uapi::socket_path(iface);
     let server = UapiServer::bind(&uapi_path)
         .map_err(io_err(format!("UAPI socket {}", uapi_path.display())))?;
@@ -426,17 +589,6 @@ async fn bring_up(
         "status socket {}",
         ctl_path(iface).display()
     )))?;
-    let i = &config.interface;
-    let info = StaticInfo {
-        interface: iface.to_owned(),
-        config: path.display().to_string(),
-        log_file: background.then(|| log_path(iface).display().to_string()),
-        addresses: i.addresses.iter().map(ToString::to_string).collect(),
-        mtu,
-        table: netcfg::table_id(i.table),
-        dns: i.dns.iter().map(ToString::to_string).collect(),
-        dns_search: i.dns_search.clone(),
-    };
     {
         let device = Arc::clone(&device);
         stack.control = Some(tokio::spawn(async move { ctl.run(device, info).await }));
@@ -449,10 +601,158 @@ async fn bring_up(
     stack.pidfile = Some(pidfile);
 
     stack.datapath = Some(
-        DataPath::start(&device, &tun, usize::from(mtu), signals)
+        DataPath::start(&device, tun, usize::from(mtu), signals)
             .map_err(io_err("starting the data path threads"))?,
     );
     stack.timers = Some(tokio::spawn(timers::run(device)));
+    Ok(())
+}
+
+/// The config with `Table = auto` read as the main table when the tunnel
+/// lives in a namespace of its own (vpn's table 30318 serves steering,
+/// which happens in the namespace vpn-ctl runs in).
+fn netns_table(config: &Config, in_netns: bool) -> Config {
+    let mut c = config.clone();
+    if in_netns && c.interface.table == config::Table::Auto {
+        c.interface.table = config::Table::Id(MAIN_TABLE);
+    }
+    c
+}
+
+/// The kernel's main routing table.
+const MAIN_TABLE: u32 = 254;
+
+/// `vpn-wg IFACE`: the TUN and sockets only, as wireguard-go starts.
+async fn bring_up_bare(
+    iface: &str,
+    stack: &mut Stack,
+    signals: &Arc<Signals>,
+) -> Result<u32, UpError> {
+    let (tun, index) = open_tun(iface, None).await?;
+    let tun = Arc::new(tun);
+    stack.tun = Some(Arc::clone(&tun));
+    let nl = Netlink::new()?;
+    // As wireguard-go: the link starts with MTU 1420; `ip link set mtu`
+    // later is followed by the data path.
+    nl.set_mtu(index, u32::from(DEFAULT_MTU)).await?;
+    if let Err(e) = nl.set_tx_queue_len(index, netcfg::TX_QUEUE_LEN).await {
+        log::warn!("cannot set txqueuelen on {iface}: {e}");
+    }
+    drop(nl);
+    let settings = SocketSettings::default();
+    let sockets = bind_sockets(0, 0, &settings)?;
+    log::info!("listening on UDP port {}", sockets.port());
+    let device = Device::unconfigured(sockets, settings);
+    let info = StaticInfo {
+        interface: iface.to_owned(),
+        config: String::new(),
+        log_file: None,
+        addresses: Vec::new(),
+        mtu: DEFAULT_MTU,
+        table: None,
+        dns: Vec::new(),
+        dns_search: Vec::new(),
+    };
+    start_device(device, &tun, iface, info, DEFAULT_MTU, stack, signals).await?;
+    Ok(index)
+}
+
+async fn bring_up(
+    config: &Config,
+    iface: &str,
+    path: &Path,
+    netns: Option<&Target>,
+    background: bool,
+    stack: &mut Stack,
+    signals: &Arc<Signals>,
+) -> Result<u32, UpError> {
+    // Resolve host names first: nothing exists yet if that fails.
+    let request = SetRequest::from_config(config, |e| {
+        e.resolve().map_err(|source| UpError::Resolve {
+            endpoint: e.to_string(),
+            source,
+        })
+    })?;
+    let ns = match netns {
+        None => None,
+        Some(target) => {
+            // What a killed daemon of this interface recorded stays ours
+            // to undo (preflight made sure none runs now).
+            stack.netns = netns::Changes::load(&netns_state_path(iface));
+            if stack.netns.created.as_deref() != target.name() {
+                stack.netns.created = None;
+            }
+            let (ns, created) = target.open()?;
+            if created {
+                log::info!("created network namespace {target}");
+                stack.netns.created = target.name().map(str::to_owned);
+                stack.record(iface)?;
+            }
+            Some(ns)
+        }
+    };
+    let (tun, index) = open_tun(iface, ns.as_ref()).await?;
+    let tun = Arc::new(tun);
+    stack.tun = Some(Arc::clone(&tun));
+
+    // The UDP sockets stay in this namespace, whatever --netns says.
+    let settings = SocketSettings::default();
+    let fwmark = config.interface.fwmark.unwrap_or(0);
+    let sockets = bind_sockets(config.interface.listen_port.unwrap_or(0), fwmark, &settings)?;
+    log::info!("listening on UDP port {}", sockets.port());
+    let mut device = Device::new(config.interface.private_key.clone(), sockets, settings);
+    device.apply(request)?;
+
+    let nl = match &ns {
+        Some(ns) => Netlink::new_in(ns)?,
+        None => Netlink::new()?,
+    };
+    // Inside its own namespace the tunnel is the way out: `Table = auto`
+    // means that namespace's main table, as in WireGuard's netns recipe.
+    let config = &netns_table(config, netns.is_some());
+    let mtu = config.interface.mtu.unwrap_or(DEFAULT_MTU);
+    let r = netcfg::apply(&nl, iface, index, config, mtu, &mut stack.applied).await;
+    if ns.is_some() {
+        // A socket opened in the target would keep it alive after its
+        // container exits; the routes go with the link anyway.
+        stack.applied = Applied::default();
+        drop(nl);
+    } else {
+        stack.netlink = Some(nl);
+    }
+    r?;
+    drop(ns);
+
+    let i = &config.interface;
+    if let (Some(target), false) = (netns, i.dns.is_empty() && i.dns_search.is_empty()) {
+        match target.name() {
+            Some(name) => {
+                let text = netns::resolv_conf(&i.dns, &i.dns_search);
+                let written = ResolvConf::write(name, &text).map_err(io_err(format!(
+                    "writing {}",
+                    netns::resolv_conf_path(name).display()
+                )))?;
+                // An older record knows the file from before vpn.
+                stack.netns.resolv_conf.get_or_insert(written);
+                stack.record(iface)?;
+            }
+            None => log::warn!(
+                "DNS= is not applied: {target} has no name, so there is no \
+                 /etc/netns/NAME/resolv.conf; set the container's resolver itself"
+            ),
+        }
+    }
+    let info = StaticInfo {
+        interface: iface.to_owned(),
+        config: path.display().to_string(),
+        log_file: background.then(|| log_path(iface).display().to_string()),
+        addresses: i.addresses.iter().map(ToString::to_string).collect(),
+        mtu,
+        table: netcfg::table_id(i.table),
+        dns: i.dns.iter().map(ToString::to_string).collect(),
+        dns_search: i.dns_search.clone(),
+    };
+    start_device(device, &tun, iface, info, mtu, stack, signals).await?;
     Ok(index)
 }
 
@@ -512,6 +812,18 @@ pub fn down(target: &str) -> Result<String, DownError> {
         }
         cleanup_files(&iface);
         return Ok(format!("{iface} is down (daemon pid {pid} stopped)"));
+    }
+    // A daemon that died (SIGKILL) left its namespace changes behind.
+    let state = netns_state_path(&iface);
+    let mut changes = netns::Changes::load(&state);
+    if !changes.is_empty() {
+        let done = changes.undo();
+        let _ = fs::remove_file(&state);
+        cleanup_files(&iface);
+        return Ok(format!(
+            "{iface} is down (its daemon had died; {})",
+            done.join(", ")
+        ));
     }
     let index = ifindex(&iface);
     if index == 0 {

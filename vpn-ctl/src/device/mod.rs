@@ -177,6 +177,15 @@ impl Device {
         }
     }
 
+    /// A device with no private key yet (wireguard-go's state before the
+    /// first `set`): the engine holds a random key until one is set over
+    /// the UAPI, and `get` reports none.
+    pub fn unconfigured(sockets: DualStack, settings: SocketSettings) -> Self {
+        let mut d = Self::new(PrivateKey::generate(&mut OsRng), sockets, settings);
+        d.private_key = None;
+        d
+    }
+
     /// The current underlay sockets.
     pub fn sockets(&self) -> Arc<DualStack> {
         Arc::clone(&self.sockets)

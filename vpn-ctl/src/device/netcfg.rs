@@ -18,42 +18,7 @@ use crate::{
 /// The TUN's transmit queue (packets waiting for the daemon to read them).
 /// The kernel's 500 for a TUN overflows under a 1 Gbit/s UDP burst while
 /// the reader is busy sealing; TCP is bounded by its own small queues.
-pub const TX_QUEUE_LEN: i32 = 5000;
-
-/// `ip link set <name> txqueuelen <len>` (the `SIOCSIFTXQLEN` ioctl).
-///
-/// # Errors
-/// The socket or ioctl error.
-pub fn set_tx_queue_len(name: &str, len: i32) -> std::io::Result<()> {
-    #[repr(C)]
-    struct IfReqQlen {
-        name: [u8; libc::IFNAMSIZ],
-        qlen: libc::c_int,
-        _pad: [u8; 20],
-    }
-    let mut req = IfReqQlen {
-        name: [0; libc::IFNAMSIZ],
-        qlen: len,
-        _pad: [0; 20],
-    };
-    let n = name.len().min(libc::IFNAMSIZ - 1);
-    req.name[..n].copy_from_slice(&name.as_bytes()[..n]);
-    // SAFETY: plain socket call.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is ours and closed right after; req outlives the call.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCSIFTXQLEN, std::ptr::from_mut(&mut req)) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing the socket we opened.
-    unsafe { libc::close(fd) };
-    if rc < 0 {
-        Err(err)
-    } else {
-        Ok(())
-    }
-}
+pub const TX_QUEUE_LEN: u32 = 5000;
 
 /// vpn's routing table for `Table = auto`.
 pub const VPN_TABLE: u32 = 30318;
@@ -116,7 +81,7 @@ pub async fn apply(
     applied: &mut Applied,
 ) -> Result<(), NetlinkError> {
     nl.set_mtu(ifindex, u32::from(mtu)).await?;
-    if let Err(e) = set_tx_queue_len(name, TX_QUEUE_LEN) {
+    if let Err(e) = nl.set_tx_queue_len(ifindex, TX_QUEUE_LEN).await {
         log::warn!("cannot set txqueuelen {TX_QUEUE_LEN} on {name}: {e}");
     }
     for a in &config.interface.addresses {
