@@ -35,7 +35,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::{gro::Gro, lock, Counters, Shared};
+use super::{gro::Gro, icmp, lock, Counters, Shared};
 use crate::{
     noise::Action,
     tun::{gso_split, Tun, VirtioNetHdr},
@@ -62,6 +62,10 @@ const IN_SLOT_LEN: usize = 16 * 1024;
 /// Largest UDP GSO send (the kernel's limit is 64 segments / 64 KiB).
 const GSO_MAX_BYTES: usize = 65_000;
 const GSO_MAX_SEGMENTS: usize = 64;
+/// Largest datagram a slot holds: a sealed packet of a 64 KiB MTU (the
+/// kernel then refuses what exceeds the family's UDP limit, counted as a
+/// send error).
+const MAX_DATAGRAM: usize = 65_535 + 32;
 
 /// Tells the threads to stop, and the daemon that the interface is gone.
 #[derive(Debug, Default)]
@@ -165,15 +169,23 @@ struct Outbox {
     /// The run's bytes, copied into a slot when the run closes.
     staging: Vec<u8>,
     gso: bool,
+    /// Datagrams longer than this go out one by one. The kernel refuses
+    /// (`EMSGSIZE` or `EINVAL`) a GSO train whose segments exceed the underlay's MTU
+    /// (a tunnel MTU raised past the path's); the first refusal lowers it.
+    gso_max_segment: usize,
+    /// The largest segment of a GSO train queued since the last flush.
+    largest_train_segment: usize,
 }
 
 impl Outbox {
     fn new(slots: usize, gso: bool) -> Self {
         Self {
-            batch: SendBatch::new(slots, GSO_MAX_BYTES),
+            batch: SendBatch::new(slots, MAX_DATAGRAM),
             run: None,
-            staging: vec![0; GSO_MAX_BYTES],
+            staging: vec![0; MAX_DATAGRAM],
             gso,
+            gso_max_segment: usize::MAX,
+            largest_train_segment: 0,
         }
     }
 
@@ -184,6 +196,9 @@ impl Outbox {
         };
         let segment = (count > 1).then(|| u16::try_from(seg).unwrap_or(u16::MAX));
         if self.batch.push_gso(&self.staging[..bytes], to, segment) {
+            if count > 1 {
+                self.largest_train_segment = self.largest_train_segment.max(seg);
+            }
             self.run = None;
             true
         } else {
@@ -199,6 +214,7 @@ impl Outbox {
         if let Some((rto, seg, bytes, count)) = self.run {
             let fits = rto == to
                 && data.len() <= seg
+                && seg <= self.gso_max_segment
                 && bytes + data.len() <= GSO_MAX_BYTES
                 && count < GSO_MAX_SEGMENTS
                 // A shorter datagram must be the last of its run.
@@ -250,11 +266,24 @@ impl Outbox {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    let refused = matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE));
+                    if refused && self.largest_train_segment > 0 {
+                        let limit = self.largest_train_segment - 1;
+                        if limit < self.gso_max_segment {
+                            log::info!(
+                                "the underlay refuses GSO trains of {}-byte datagrams \
+                                 (tunnel MTU above the path's): sending them one by one",
+                                self.largest_train_segment
+                            );
+                            self.gso_max_segment = limit;
+                        }
+                    }
                     log::debug!("UDP send: {e}");
                     Counters::bump(&counters.udp_send_errors);
                 }
             }
         }
+        self.largest_train_segment = 0;
     }
 }
 
@@ -281,6 +310,10 @@ impl Outboxes {
     }
 
     fn push(&mut self, to: SocketAddr, data: &[u8], sockets: &DualStack, counters: &Counters) {
+        if data.len() > MAX_DATAGRAM {
+            Counters::bump(&counters.udp_send_errors);
+            return;
+        }
         let (ob, sock) = if to.is_ipv4() {
             (&mut self.v4, Some(&sockets.v4))
         } else {
@@ -326,6 +359,28 @@ impl Outbound {
         }
     }
 
+    /// The segment slot a read needs: the whole packet, or one segment of a
+    /// super-packet (headers plus `gso_size`), plus room for odd packets.
+    fn needed_slot(&self, read: &[u8]) -> usize {
+        let packet = if self.tun.vnet_hdr() {
+            let Some(hdr) = VirtioNetHdr::parse(read) else {
+                return 0;
+            };
+            let len = read.len().saturating_sub(VirtioNetHdr::LEN);
+            if hdr.gso_type & !VirtioNetHdr::GSO_ECN == VirtioNetHdr::GSO_NONE {
+                len
+            } else {
+                // hdr_len is advisory; bound it by what was read.
+                (usize::from(hdr.hdr_len).max(usize::from(hdr.csum_start) + 60)
+                    + usize::from(hdr.gso_size))
+                .min(len)
+            }
+        } else {
+            read.len()
+        };
+        packet + 256
+    }
+
     /// Splits one read into `segs[at..]`; returns how many segments.
     fn split(&self, read: &[u8], segs: &mut [&mut [u8]], sizes: &mut [usize], at: usize) -> usize {
         if !self.tun.vnet_hdr() {
@@ -357,7 +412,7 @@ impl Outbound {
         }
     }
 
-    fn run(self) {
+    fn run(mut self) {
         let mut read_buf = vec![0u8; 65_536 + VirtioNetHdr::LEN];
         let mut seg_buf = vec![0u8; OUT_SEGMENTS * self.slot];
         let mut segs: Vec<&mut [u8]> = seg_buf.chunks_mut(self.slot).collect();
@@ -368,29 +423,53 @@ impl Outbound {
             (d.sockets(), d.sockets_generation)
         };
         let mut out = Outboxes::new(OUT_SEGMENTS / 4 + 8, &sockets);
+        // A read that needed bigger slots than the batch had, kept in
+        // read_buf for the next batch.
+        let mut pending: Option<usize> = None;
 
         while !self.signals.stop.load(Ordering::Relaxed) {
-            let n = match self.tun.read_timeout(&mut read_buf, Some(POLL_INTERVAL)) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut
-                            | io::ErrorKind::WouldBlock
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    link_gone(&self.signals, &e);
-                    return;
+            let n = if let Some(n) = pending.take() {
+                n
+            } else {
+                match self.tun.read_timeout(&mut read_buf, Some(POLL_INTERVAL)) {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::TimedOut
+                                | io::ErrorKind::WouldBlock
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) => {
+                        link_gone(&self.signals, &e);
+                        return;
+                    }
                 }
             };
+            // The MTU was raised (`ip link set mtu`, up to 65535): grow the
+            // segment slots, never shrink them.
+            let need = self.needed_slot(&read_buf[..n]);
+            if need > self.slot {
+                self.slot = need.next_multiple_of(1024);
+                log::debug!(
+                    "TUN packets of {need} bytes: segment slots now {}",
+                    self.slot
+                );
+                drop(segs);
+                seg_buf = vec![0u8; OUT_SEGMENTS * self.slot];
+                segs = seg_buf.chunks_mut(self.slot).collect();
+            }
             let mut count = self.split(&read_buf[..n], &mut segs, &mut sizes, 0);
             // Take whatever else is queued while there is room.
             while OUT_SEGMENTS - count >= OUT_READ_ROOM {
                 match self.tun.read(&mut read_buf) {
+                    Ok(n) if self.needed_slot(&read_buf[..n]) > self.slot => {
+                        pending = Some(n);
+                        break;
+                    }
                     Ok(n) => count += self.split(&read_buf[..n], &mut segs, &mut sizes, count),
                     Err(_) => break,
                 }
@@ -408,6 +487,15 @@ impl Outbound {
                     generation = d.sockets_generation;
                 }
                 for (seg, &size) in segs.iter().zip(&sizes).take(count) {
+                    if size > icmp::MAX_INNER {
+                        // No datagram holds it: tell the sender the MTU.
+                        if let Some(n) =
+                            icmp::packet_too_big(&seg[..size], icmp::MAX_INNER, &mut sealed)
+                        {
+                            let _ = self.tun.write_ip(&sealed[..n]);
+                        }
+                        continue;
+                    }
                     if let Action::SendDatagram { to, len } =
                         d.engine.handle_tun_packet(&seg[..size], &mut sealed, now)
                     {
@@ -579,6 +667,37 @@ impl Inbound {
         }
     }
 
+    /// Opens one datagram too big for an [`IN_SLOT_LEN`] slot into `buf`
+    /// and writes it to the TUN on its own (without coalescing).
+    #[allow(clippy::too_many_arguments, reason = "the receive loop's state")]
+    fn open_big(
+        &self,
+        d: &mut super::Device,
+        from: SocketAddr,
+        seg: &[u8],
+        buf: &mut [u8],
+        out: &mut Outboxes,
+        sockets: &DualStack,
+        now: Instant,
+    ) {
+        if seg.len() > buf.len() {
+            Counters::bump(&self.counters.oversize);
+            return;
+        }
+        match d.engine.handle_datagram(from, seg, buf, now) {
+            Action::WriteToTun { len, .. } => {
+                if let Err(e) = self.tun.write_ip(&buf[..len]) {
+                    log::debug!("TUN write: {e}");
+                    Counters::bump(&self.counters.tun_write_errors);
+                }
+            }
+            Action::SendDatagram { to, len } => {
+                out.push(to, &buf[..len], sockets, &self.counters);
+            }
+            Action::Done | Action::Error(_) => {}
+        }
+    }
+
     /// Opens every datagram of the batch and writes the packets to the TUN,
     /// [`IN_SLOTS`] at a time.
     fn process(
@@ -614,7 +733,9 @@ impl Inbound {
                     let seg = &p.data[off..end];
                     off = end;
                     if seg.len() > IN_SLOT_LEN {
-                        Counters::bump(&self.counters.oversize);
+                        // A peer with a large MTU (up to 64 KiB): opened
+                        // on its own and written at once.
+                        self.open_big(&mut d, p.from, seg, reply, out, sockets, now);
                         continue;
                     }
                     let slot = &mut opened[k * IN_SLOT_LEN..(k + 1) * IN_SLOT_LEN];

@@ -10,6 +10,7 @@
 //!   TUN, each holding the lock only while the engine works on a batch.
 //! - [`timers`]: the engine's timer wheel on tokio (sleeps until the next
 //!   deadline, at most [`timers::MAX_SLEEP`]).
+//! - [`icmp`]: "packet too big" for packets no datagram can hold.
 //! - [`netcfg`]: addresses, MTU, link state and peer routes through netlink,
 //!   undone on shutdown.
 //! - [`control`]: `/run/vpn/<iface>.ctl`, the JSON status behind
@@ -20,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod gro;
+pub mod icmp;
 pub mod netcfg;
 pub mod timers;
 
