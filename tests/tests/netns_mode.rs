@@ -775,16 +775,17 @@ fn process_held_netns_by_pid_fails_closed() {
     assert!(alive(pid), "the holder died with the daemon");
     // The killed daemon's pidfile and UAPI socket are stale; nothing was
     // recorded to undo (no name, no resolv.conf). `down` clears the stale
-    // files (today it then says the tunnel "is not up").
+    // files and says the daemon had died.
     let stale = files_left(&t.iface);
     assert!(
         stale.contains(&pidfile(&t.iface)) && stale.contains(&uapi(&t.iface)),
         "{stale:?}"
     );
-    match t.vpn_ctl(&["down", &t.iface]) {
-        Ok(out) => assert!(out.contains(&format!("{} is down", t.iface)), "{out}"),
-        Err(e) => assert!(e.to_string().contains("is not up"), "{e}"),
-    }
+    let out = t.vpn_ctl(&["down", &t.iface]).unwrap();
+    assert!(
+        out.contains(&format!("{} is down (its daemon had died", t.iface)),
+        "{out}"
+    );
     assert_eq!(files_left(&t.iface), Vec::<PathBuf>::new());
     assert_eq!(c.links(), ["lo"]);
     w.assert_client_untouched(&t.iface);

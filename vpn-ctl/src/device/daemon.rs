@@ -827,7 +827,15 @@ pub fn down(target: &str) -> Result<String, DownError> {
     }
     let index = ifindex(&iface);
     if index == 0 {
+        // A pidfile without its process: a daemon that was killed (with
+        // --netns its link went with it, out of sight from here).
+        let stale = pid_path(&iface).exists();
         cleanup_files(&iface);
+        if stale {
+            return Ok(format!(
+                "{iface} is down (its daemon had died; removed its pidfile and sockets)"
+            ));
+        }
         return Err(DownError::NotUp(iface));
     }
     // No daemon of ours: delete the link; whoever serves it exits.
