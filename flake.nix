@@ -1,4 +1,4 @@
-# vpn as a Nix flake: the package (bin/vpn-ctl) and the NixOS module.
+# vpn as a Nix flake: the package (bin/vpn-ctl, and bin/vpn-wg, the wireguard-go drop-in) and the NixOS module.
 #
 #   nixosModules.default  ->  services.vpn.* (see nix/module.nix, nix/README.md)
 #   packages.<system>.default
