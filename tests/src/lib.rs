@@ -351,7 +351,11 @@ impl Daemon {
     /// Stops the process (SIGTERM, up to 5 s, then SIGKILL) and returns its status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        // SAFETY: signal to our own child.
+        // Already reaped: its pid may belong to someone else by now.
+        if let Ok(Some(s)) = c.try_wait() {
+            return Some(s);
+        }
+        // SAFETY: signal to our own child, not yet reaped.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         if let Ok(Some(s)) = wait_timeout(&mut c, Duration::from_secs(5)) {
             return Some(s);

@@ -101,7 +101,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vpn-wg: {iface}: {e}");
+            // Most errors name the interface already.
+            let e = e.to_string();
+            if e.contains(&iface) {
+                eprintln!("vpn-wg: {e}");
+            } else {
+                eprintln!("vpn-wg: {iface}: {e}");
+            }
             ExitCode::from(EXIT_SETUP_FAILED)
         }
     }
