@@ -1,6 +1,6 @@
 //! Network namespaces for `vpn-ctl up --netns TARGET` (WireGuard's "netns"
-//! recipe): the TUN link is created inside TARGET while the UDP sockets
-//! stay in the namespace vpn-ctl runs in.
+//! recipe): the TUN link lives inside TARGET while the UDP sockets stay in
+//! the namespace vpn-ctl runs in.
 //!
 //! - [`Target::parse`]: a name (`ip netns` style, `/run/netns/NAME`), a
 //!   path to a namespace file (`/proc/PID/ns/net`), or `pid:PID`.
@@ -8,7 +8,9 @@
 //!   namespace is created (with `lo` up) the way `ip netns add` does it.
 //! - [`Netns::run`]: runs a closure on a short-lived thread that has
 //!   entered the namespace (`setns` changes only the calling thread), so
-//!   sockets and TUN links made there belong to it.
+//!   sockets made there belong to it (and keep it alive while open).
+//! - [`Changes`]: what `up` did to the system (a namespace it created, a
+//!   resolv.conf it wrote), saved so `down` undoes it even after a SIGKILL.
 
 use std::{
     fs::{self, File},
@@ -346,8 +348,8 @@ pub fn create_named(name: &str) -> Result<(), NetnsError> {
         .map_err(err(&format!("creating {}", path.display())))?;
     let r = std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: unshare affects only this thread (its fs is not
-            // shared-unshared here: CLONE_NEWNET only).
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread, which
+            // ends right after binding the new namespace to its file.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -16,10 +16,13 @@
 //! the link, and its addresses with it).
 //!
 //! Two variants share this lifecycle:
-//! - `up FILE --netns TARGET` ([`UpOptions::netns`]): the TUN is created
-//!   inside TARGET and configured there (addresses, MTU, routes, and
-//!   `DNS=` in `/etc/netns/NAME/resolv.conf`); the UDP sockets stay here.
-//!   A named namespace that `up` created is deleted again at shutdown.
+//! - `up FILE --netns TARGET` ([`Mode::Config`] with a [`Target`]): the
+//!   TUN is created here and moved into TARGET under its name, then
+//!   configured there (addresses, MTU, routes in TARGET's main table for
+//!   `Table = auto`, and `DNS=` in `/etc/netns/NAME/resolv.conf`); the UDP
+//!   sockets stay here. A named namespace that `up` created is deleted
+//!   again at shutdown, or by a later `down` after a SIGKILL (the changes
+//!   are recorded in `/run/vpn/<iface>.netns.json`).
 //! - [`Mode::Bare`] (`vpn-wg IFACE`, the wireguard-go drop-in): only the
 //!   TUN, the UDP sockets and the UAPI socket; whoever drives the UAPI
 //!   (`wg`, `wg-quick`) sets keys, peers, addresses and routes.
@@ -543,7 +546,8 @@ async fn open_tun(iface: &str, ns: Option<&Netns>) -> Result<(Tun, u32), UpError
             netns: ns.shown().to_owned(),
         });
     }
-    // A kernel-chosen name here (tunN), renamed as it moves.
+    // A kernel-chosen name here (tunN), renamed as it moves; `Tun::name`
+    // keeps the first name, nothing after this point uses it.
     let tun = Tun::open(&TunOptions {
         name: None,
         multi_queue: false,
