@@ -727,6 +727,33 @@ fn named_netns_created_by_up_is_deleted_by_a_clean_down() {
     let c = Container::named(&name);
     assert_tunnel_works(&w, &c, &t.iface, "clean");
     assert!(resolv_conf(&name).exists());
+    let show = t.vpn_ctl(&["show", &t.iface]).unwrap();
+    assert!(
+        show.contains(&format!("network namespace: {name}")),
+        "{show}"
+    );
+    // Steering in the client namespace cannot reach a tunnel that lives in
+    // another one: refused before anything is loaded or pinned.
+    let pins = h::PinRoot::new().unwrap();
+    let pin_root = pins.path().to_str().unwrap();
+    let e = t
+        .vpn_ctl(&[
+            "--tunnel",
+            &t.iface,
+            "--pin-root",
+            pin_root,
+            "steer",
+            "add",
+            "uid",
+            "4242",
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lives in network namespace"), "{e}");
+    let pinned: Vec<_> = fs::read_dir(pins.path())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(pinned.is_empty(), "a refused steer pinned {pinned:?}");
     let down = t.vpn_ctl(&["down", &t.iface]).unwrap();
     assert!(
         down.contains(&format!("{} is down (daemon pid", t.iface)),

@@ -117,6 +117,18 @@ fn with_netlink<T>(f: impl AsyncFnOnce(&Netlink) -> Result<T>) -> Result<T> {
 fn ensure_loaded(opts: &Options) -> Result<Steering> {
     let fresh = !Steering::is_loaded(opts);
     if fresh {
+        if let Some(ns) = control::query(&daemon::ctl_path(&opts.tunnel))
+            .ok()
+            .and_then(|s| s.netns)
+        {
+            anyhow::bail!(
+                "tunnel {} lives in network namespace {ns} (`up --netns`): everything in \
+                 there already uses it, and its routes are not in this namespace, so \
+                 steering here would only reach vpn's blackhole; steer a tunnel that runs \
+                 here (without --netns)",
+                opts.tunnel
+            );
+        }
         let policy = opts.policy(false);
         with_netlink(async |nl| Ok(policy.check_conflicts(nl).await?))?;
     }

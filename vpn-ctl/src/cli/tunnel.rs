@@ -232,6 +232,9 @@ fn print_human(iface: &str, s: &DeviceSnapshot) {
         println!("  fwmark: {:#x}", s.fwmark);
     }
     if let Ok(st) = control::query(&daemon::ctl_path(iface)) {
+        if let Some(ns) = &st.netns {
+            println!("  network namespace: {ns}");
+        }
         if !st.addresses.is_empty() {
             println!("  addresses: {}", st.addresses.join(", "));
         }

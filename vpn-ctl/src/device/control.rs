@@ -38,6 +38,9 @@ pub struct Status {
     pub dns: Vec<String>,
     /// `DNS =` search domains.
     pub dns_search: Vec<String>,
+    /// The network namespace the interface was put in (`up --netns`).
+    #[serde(default)]
+    pub netns: Option<String>,
     /// UDP listen port.
     pub listen_port: u16,
     /// Whether handshakes currently need cookies.
@@ -57,6 +60,7 @@ pub struct StaticInfo {
     pub table: Option<u32>,
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
+    pub netns: Option<String>,
 }
 
 /// The current status.
@@ -72,6 +76,7 @@ pub fn status(device: &Shared, info: &StaticInfo) -> Status {
         table: info.table,
         dns: info.dns.clone(),
         dns_search: info.dns_search.clone(),
+        netns: info.netns.clone(),
         listen_port: d.listen_port(),
         under_load: d.engine.under_load(),
         drops: d.drop_counters().into_iter().collect(),

@@ -656,6 +656,7 @@ async fn bring_up_bare(
         table: None,
         dns: Vec::new(),
         dns_search: Vec::new(),
+        netns: None,
     };
     start_device(device, &tun, iface, info, DEFAULT_MTU, stack, signals).await?;
     Ok(index)
@@ -755,6 +756,7 @@ async fn bring_up(
         table: netcfg::table_id(i.table),
         dns: i.dns.iter().map(ToString::to_string).collect(),
         dns_search: i.dns_search.clone(),
+        netns: netns.map(ToString::to_string),
     };
     start_device(device, &tun, iface, info, mtu, stack, signals).await?;
     Ok(index)
