@@ -5,6 +5,7 @@
 pub mod aead;
 pub mod allowed_ips;
 pub mod cgroup;
+pub mod checksum;
 pub mod config;
 pub mod device;
 pub mod doctor;

@@ -23,6 +23,8 @@ use std::{
 
 use tokio::io::{unix::AsyncFd, Interest};
 
+use crate::checksum::{add as csum_add, finish as csum_fold};
+
 const TUN_PATH: &str = "/dev/net/tun";
 
 // ioctl numbers from <linux/if_tun.h>: _IOW('T', n, int/unsigned int).
@@ -626,25 +628,6 @@ pub enum GsoError {
     /// Not enough output buffers, or one is too small.
     #[error("output buffers too few or too small for the segments")]
     NoRoom,
-}
-
-/// Adds `data` to a one's-complement sum (big-endian 16-bit words).
-fn csum_add(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    sum
-}
-
-fn csum_fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 /// Splits what one read from a vnet-header TUN returned into plain IP

@@ -20,7 +20,10 @@
 
 use std::io;
 
-use crate::tun::{Tun, VirtioNetHdr};
+use crate::{
+    checksum::{add as csum_add, fold as csum_fold},
+    tun::{Tun, VirtioNetHdr},
+};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
@@ -289,26 +292,6 @@ fn write_plain(buf: &mut [u8], p: &[u8], sink: &mut impl Sink) -> io::Result<()>
     buf[..VirtioNetHdr::LEN].fill(0);
     buf[VirtioNetHdr::LEN..VirtioNetHdr::LEN + p.len()].copy_from_slice(p);
     sink.write_vnet(&buf[..VirtioNetHdr::LEN + p.len()])
-}
-
-/// One's-complement sum of big-endian 16-bit words.
-fn csum_add(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    sum
-}
-
-/// Folds to 16 bits (not inverted).
-fn csum_fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]

@@ -12,22 +12,10 @@
 /// 16-byte padding multiple (a longer packet would be padded past it).
 pub const MAX_INNER: usize = (65_507 - 32) & !15;
 
-fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(u16::from_be_bytes([*last, 0]));
-    }
-    sum
-}
+use crate::checksum;
 
-fn csum_fold(mut sum: u32) -> [u8; 2] {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    (!u16::try_from(sum).unwrap_or(u16::MAX)).to_be_bytes()
+fn csum(sum: u64, data: &[u8]) -> [u8; 2] {
+    checksum::finish(checksum::add(sum, data)).to_be_bytes()
 }
 
 /// Writes into `out` the ICMP error telling the sender of `packet` that
@@ -62,13 +50,13 @@ fn v4(packet: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
     out[9] = 1;
     out[12..16].copy_from_slice(&packet[16..20]);
     out[16..20].copy_from_slice(&packet[12..16]);
-    let c = csum_fold(csum_add(0, &out[..20]));
+    let c = csum(0, &out[..20]);
     out[10..12].copy_from_slice(&c);
     out[20] = 3; // destination unreachable
     out[21] = 4; // fragmentation needed
     out[26..28].copy_from_slice(&u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes());
     out[28..].copy_from_slice(&packet[..quoted]);
-    let c = csum_fold(csum_add(0, &out[20..]));
+    let c = csum(0, &out[20..]);
     out[22..24].copy_from_slice(&c);
     Some(len)
 }
@@ -97,9 +85,8 @@ fn v6(packet: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
     out[44..48].copy_from_slice(&u32::try_from(mtu).unwrap_or(u32::MAX).to_be_bytes());
     out[48..].copy_from_slice(&packet[..quoted]);
     // Pseudo-header: addresses, upper-layer length, next header.
-    let mut sum = csum_add(0, &out[8..40]);
-    sum += u32::from(payload) + 58;
-    let c = csum_fold(csum_add(sum, &out[40..]));
+    let sum = checksum::add(0, &out[8..40]) + u64::from(payload) + 58;
+    let c = csum(sum, &out[40..]);
     out[42..44].copy_from_slice(&c);
     Some(len)
 }
@@ -120,8 +107,8 @@ mod tests {
         p
     }
 
-    fn verify(sum_over: &[u8], start: u32) -> bool {
-        csum_fold(csum_add(start, sum_over)) == [0, 0]
+    fn verify(sum_over: &[u8], start: u64) -> bool {
+        csum(start, sum_over) == [0, 0]
     }
 
     #[test]
@@ -151,8 +138,8 @@ mod tests {
         let n = packet_too_big(&p, MAX_INNER, &mut out).unwrap();
         assert_eq!(n, 1280);
         let icmp = &out[..n];
-        let payload = u32::try_from(n - 40).unwrap();
-        let pseudo = csum_add(0, &icmp[8..40]) + payload + 58;
+        let payload = u64::try_from(n - 40).unwrap();
+        let pseudo = checksum::add(0, &icmp[8..40]) + payload + 58;
         assert!(verify(&icmp[40..], pseudo), "ICMPv6 checksum");
         assert_eq!(icmp[40], 2);
         assert_eq!(
