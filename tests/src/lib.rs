@@ -40,6 +40,100 @@ pub fn unique() -> String {
     )
 }
 
+static IFACE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique interface name of at most 15 bytes, `vt<pid % 100000><tag><n>`
+/// (UAPI sockets and /run/vpn are shared by every namespace, so names must
+/// differ across the whole suite: each file uses its own tag letters).
+pub fn ifname(tag: char) -> String {
+    format!(
+        "vt{}{tag}{}",
+        std::process::id() % 100_000,
+        IFACE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `f` every 10 ms until it holds; panics naming `what` after
+/// `timeout`. Returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// A live process with this id (zombies count as dead).
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// A scratch directory in the temp dir, removed with its contents on drop.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Creates `<tmp>/vpnt-<pid>-<n>`.
+    ///
+    /// # Errors
+    /// If the directory cannot be created.
+    pub fn new() -> Result<Self> {
+        let p = std::env::temp_dir().join(unique());
+        fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(Self(p))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes a file readable by root only (keys, wg-quick files: wg-quick
+    /// warns about anything looser) and returns its path.
+    ///
+    /// # Panics
+    /// If the file cannot be written (a test helper: the test fails there).
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.0.join(name);
+        fs::write(&p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Python for an "internet" host: listens on `argv[1]`:8080 and prints
+/// `seen <peer address> <first line it sent>` per connection, so a test
+/// sees which source address arrived (the tunnel's, or the underlay's).
+pub const REPORTER_PY: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 8080)); s.listen(16)
+print("listening", flush=True)
+while True:
+    c, (addr, _) = s.accept()
+    c.settimeout(2)
+    try:
+        msg = c.recv(128).decode(errors="replace").strip()
+    except OSError:
+        msg = ""
+    print("seen", addr, msg, flush=True)
+    c.close()
+"#;
+
 fn owner_pid(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?
         .strip_prefix('-')?

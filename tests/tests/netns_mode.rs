@@ -27,7 +27,6 @@ use std::{
     os::{fd::AsRawFd, unix::fs::MetadataExt, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -41,34 +40,6 @@ const INTERNET: &str = "198.19.0.2";
 const PORT: u16 = 51820;
 const SERVER_TUN: &str = "100.64.0.1";
 const CLIENT_TUN: &str = "100.64.0.2";
-
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// A unique interface name of at most 15 bytes: `vt<pid%100000><tag><n>`.
-fn ifname(tag: char) -> String {
-    format!(
-        "vt{}{tag}{}",
-        std::process::id() % 100_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The internet host's reporter: `seen <addr> <message>` per connection.
-const REPORTER: &str = r#"
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.19.0.2", 8080)); s.listen(16)
-print("listening", flush=True)
-while True:
-    c, (addr, _) = s.accept()
-    c.settimeout(2)
-    try:
-        msg = c.recv(128).decode(errors="replace").strip()
-    except OSError:
-        msg = ""
-    print("seen", addr, msg, flush=True)
-    c.close()
-"#;
 
 /// Connects to the internet host and says who it is; prints the outcome.
 const VISIT: &str = r#"
@@ -151,25 +122,6 @@ fn ns_id(path: &Path) -> Option<u64> {
     fs::metadata(path).ok().map(|m| m.ino())
 }
 
-/// Whether `pid` runs (a zombie does not).
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
-}
-
-/// Waits until `f` holds, at most `timeout`; returns how long it took.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
-}
-
 fn pidfile(iface: &str) -> PathBuf {
     PathBuf::from(format!("/run/vpn/{iface}.pid"))
 }
@@ -204,29 +156,6 @@ fn netns_listed(name: &str) -> bool {
 
 fn resolv_conf(name: &str) -> PathBuf {
     Path::new("/etc/netns").join(name).join("resolv.conf")
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(h::unique());
-        fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A directory removed (with its contents) on drop.
@@ -294,7 +223,7 @@ struct World {
     client: Netns,
     _server: Netns,
     _internet: Netns,
-    scratch: Scratch,
+    scratch: h::Scratch,
     client_key: String,
     server_pub: String,
 }
@@ -329,10 +258,10 @@ fn world() -> World {
     server.sh("sysctl -qw net.ipv4.ip_forward=1").unwrap();
     assert_eq!(server.sysctl("net.ipv4.ip_forward").unwrap(), "1");
 
-    let scratch = Scratch::new();
+    let scratch = h::Scratch::new().unwrap();
     let (client_key, client_pub) = h::key_pair().unwrap();
     let (server_key, server_pub) = h::key_pair().unwrap();
-    let siface = ifname('m');
+    let siface = h::ifname('m');
     let sconf = scratch.write(
         &format!("{siface}.conf"),
         &format!(
@@ -355,7 +284,11 @@ fn world() -> World {
         .unwrap();
 
     let mut reporter = internet
-        .spawn(internet.command("python3").args(["-u", "-c", REPORTER]))
+        .spawn(
+            internet
+                .command("python3")
+                .args(["-u", "-c", h::REPORTER_PY, "198.19.0.2"]),
+        )
         .unwrap();
     reporter
         .wait_for("listening", Duration::from_secs(10))
@@ -388,7 +321,7 @@ impl World {
     /// `vpn-ctl up CONF --netns TARGET`, run in the client namespace; the
     /// guard is armed before `up` runs.
     fn up(&self, target: &str, named: Option<&str>, delete_ns: bool) -> (Tunnel, String) {
-        let iface = ifname('n');
+        let iface = h::ifname('n');
         let conf = self.client_conf(&iface);
         let t = Tunnel {
             at: self.client.path(),
@@ -529,13 +462,15 @@ struct Seen {
 /// tries. Returns what was seen and how long the link took to go.
 fn assert_fails_closed(w: &World, c: &Container, t: &Tunnel, tag: &str) -> (Seen, Duration) {
     let pid = t.daemon_pid();
-    assert!(alive(pid));
+    assert!(h::alive(pid));
     // SAFETY: a plain signal to the daemon's pid, read from its pidfile.
     assert_eq!(unsafe { libc::kill(pid.cast_signed(), libc::SIGKILL) }, 0);
-    let gone = wait_until("the tunnel link to go", Duration::from_secs(5), || {
+    let gone = h::wait_until("the tunnel link to go", Duration::from_secs(5), || {
         c.links() == ["lo"]
     });
-    wait_until("the daemon to die", Duration::from_secs(5), || !alive(pid));
+    h::wait_until("the daemon to die", Duration::from_secs(5), || {
+        !h::alive(pid)
+    });
     let addr = c.ip(&["-br", "addr"]);
     let routes = c.ip(&["-4", "route", "show", "table", "all"]);
     assert!(
@@ -714,7 +649,7 @@ fn named_netns_that_existed_is_left_in_place() {
     assert_eq!(c.ip(&["-4", "route"]).trim(), "");
     assert_eq!(fs::read_to_string(resolv_conf(&name)).unwrap(), old);
     assert_eq!(files_left(&t.iface), Vec::<PathBuf>::new());
-    assert!(!alive(pid));
+    assert!(!h::alive(pid));
 }
 
 /// A clean `down` of a tunnel whose named namespace `up` created deletes
@@ -777,7 +712,7 @@ fn holder(w: &World) -> Daemon {
         .unwrap();
     let client_id = ns_id(&w.client.path());
     let path = PathBuf::from(format!("/proc/{}/ns/net", d.pid()));
-    wait_until("unshare -n to take effect", Duration::from_secs(5), || {
+    h::wait_until("unshare -n to take effect", Duration::from_secs(5), || {
         ns_id(&path).is_some_and(|id| Some(id) != client_id)
     });
     d
@@ -799,7 +734,7 @@ fn process_held_netns_by_pid_fails_closed() {
     assert!(!Path::new(&format!("/run/vpn/{}.netns.json", t.iface)).exists());
 
     assert_fails_closed(&w, &c, &t, "pid");
-    assert!(alive(pid), "the holder died with the daemon");
+    assert!(h::alive(pid), "the holder died with the daemon");
     // The killed daemon's pidfile and UAPI socket are stale; nothing was
     // recorded to undo (no name, no resolv.conf). `down` clears the stale
     // files and says the daemon had died.
@@ -836,8 +771,8 @@ fn process_held_netns_by_path_ends_with_its_process() {
         sleeper.wait(Duration::from_secs(5)).unwrap().is_some(),
         "the holder did not die"
     );
-    let took = wait_until("the daemon to exit", Duration::from_secs(10), || {
-        !alive(daemon) && files_left(&t.iface).is_empty()
+    let took = h::wait_until("the daemon to exit", Duration::from_secs(10), || {
+        !h::alive(daemon) && files_left(&t.iface).is_empty()
     });
     eprintln!("holder killed: daemon {daemon} exited and cleaned up after {took:?}");
     assert!(took < Duration::from_secs(5), "the daemon took {took:?}");
@@ -866,7 +801,7 @@ fn bad_targets_are_refused_and_leave_nothing() {
         ("pid:", "pid:PID", "pid:"),
     ];
     for (target, want, named) in cases {
-        let iface = ifname('n');
+        let iface = h::ifname('n');
         let conf = w.client_conf(&iface);
         let t = Tunnel {
             at: w.client.path(),
@@ -897,7 +832,7 @@ fn bad_targets_are_refused_and_leave_nothing() {
     // A named target created by `up`, then the UDP port is busy: the
     // namespace (and anything in /etc/netns) is gone again.
     let name = h::unique();
-    let iface = ifname('n');
+    let iface = h::ifname('n');
     let conf = w.scratch.write(
         &format!("{iface}.conf"),
         &format!(

@@ -17,7 +17,6 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -32,49 +31,8 @@ const PEER_TUN4: &str = "100.64.0.2";
 const VPN_TUN6: &str = "fd00::1";
 const PEER_TUN6: &str = "fd00::2";
 
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// A unique interface name of at most 15 bytes.
-fn ifname(tag: char) -> String {
-    format!(
-        "vt{}{tag}{}",
-        std::process::id() % 100_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn vpn_ctl(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
     h::run(ns.command(h::vpn_ctl_bin()).args(args))
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(h::unique());
-        fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +56,7 @@ impl Drop for Peer {
 struct World {
     vpn_ns: Netns,
     peer_ns: Netns,
-    scratch: Scratch,
+    scratch: h::Scratch,
     vpn_keys: (String, String),
     peer_keys: (String, String),
     psk: Option<String>,
@@ -126,7 +84,7 @@ fn world(psk: bool) -> World {
     World {
         vpn_ns,
         peer_ns,
-        scratch: Scratch::new(),
+        scratch: h::Scratch::new().unwrap(),
         vpn_keys: h::key_pair().unwrap(),
         peer_keys: h::key_pair().unwrap(),
         psk,
@@ -169,7 +127,7 @@ impl World {
     }
 
     fn vpn_up_with(&self, peer_endpoint: bool, extra: &str) -> Vpn<'_> {
-        let iface = ifname('v');
+        let iface = h::ifname('v');
         let conf = self.vpn_conf(&iface, peer_endpoint, extra);
         let vpn = Vpn {
             ns: &self.vpn_ns,
@@ -187,7 +145,7 @@ impl World {
     }
 
     fn peer_with(&self, kind: PeerKind, vpn_endpoint: bool, flags: &[&str]) -> Peer {
-        let iface = ifname('p');
+        let iface = h::ifname('p');
         let ns = &self.peer_ns;
         let daemon = match kind {
             PeerKind::WireguardGo => {
@@ -196,7 +154,7 @@ impl World {
                 ns.spawn(&mut c).unwrap()
             }
             PeerKind::Boringtun => {
-                let log = self.scratch.0.join(format!("{iface}.boringtun.log"));
+                let log = self.scratch.path().join(format!("{iface}.boringtun.log"));
                 let mut c = ns.command("boringtun-cli");
                 c.args(["-f", "--disable-drop-privileges"])
                     .args(flags)
@@ -208,7 +166,7 @@ impl World {
             }
         };
         let sock = PathBuf::from(format!("/var/run/wireguard/{iface}.sock"));
-        wait_until("the peer's UAPI socket", Duration::from_secs(10), || {
+        h::wait_until("the peer's UAPI socket", Duration::from_secs(10), || {
             sock.exists()
         });
         let peer = Peer {
@@ -379,7 +337,7 @@ fn interface_deleted_stops_the_daemon() {
     assert_eq!(routes(&w.vpn_ns, "-4", "30318").trim(), "");
     let pidfile = PathBuf::from(format!("/run/vpn/{}.pid", vpn.iface));
     w.vpn_ns.ip(&["link", "del", &vpn.iface]).unwrap();
-    wait_until("the daemon to exit", Duration::from_secs(5), || {
+    h::wait_until("the daemon to exit", Duration::from_secs(5), || {
         !pidfile.exists()
     });
     assert!(!Path::new(&format!("/var/run/wireguard/{}.sock", vpn.iface)).exists());
@@ -396,7 +354,7 @@ fn bad_input_is_refused_clearly() {
         "{e}"
     );
 
-    let iface = ifname('b');
+    let iface = h::ifname('b');
     let bad = w.scratch.write(
         &format!("{iface}.conf"),
         &format!(
@@ -407,7 +365,7 @@ fn bad_input_is_refused_clearly() {
     let e = vpn_ctl(&w.vpn_ns, &["up", bad.to_str().unwrap()]).unwrap_err();
     assert!(e.to_string().contains(":4"), "no line number: {e}");
 
-    let iface = ifname('e');
+    let iface = h::ifname('e');
     w.vpn_ns
         .ip(&[
             "link",
@@ -426,7 +384,7 @@ fn bad_input_is_refused_clearly() {
     assert!(!Path::new(&format!("/run/vpn/{iface}.pid")).exists());
 
     // Port in use: the bring-up fails after the TUN exists, and undoes it.
-    let iface = ifname('u');
+    let iface = h::ifname('u');
     let conf = w.vpn_conf(&iface, false, "");
     let _busy = w
         .vpn_ns
@@ -531,7 +489,7 @@ fn garbage_and_replays_are_dropped_and_counted() {
     ping(&w.vpn_ns, PEER_TUN4);
 
     // Capture three data datagrams the peer sends to vpn.
-    let pcap = w.scratch.0.join("data.pcap");
+    let pcap = w.scratch.path().join("data.pcap");
     let mut tcpdump = w
         .peer_ns
         .spawn(w.peer_ns.command("tcpdump").args([

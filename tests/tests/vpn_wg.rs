@@ -23,10 +23,9 @@ use std::{
     fmt,
     fs::{self, File},
     net::{Ipv4Addr, Ipv6Addr},
-    os::unix::fs::{MetadataExt, PermissionsExt},
+    os::unix::fs::MetadataExt,
     path::PathBuf,
     process::{Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -55,19 +54,6 @@ const B: Addrs = Addrs {
     tun4: "100.64.0.2",
     tun6: "fd00::2",
 };
-
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// A unique interface name of at most 15 bytes.
-fn ifname(tag: char) -> String {
-    let name = format!(
-        "vt{}{tag}{}",
-        std::process::id() % 100_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    assert!(name.len() <= 15, "{name}");
-    name
-}
 
 fn sock_path(iface: &str) -> PathBuf {
     PathBuf::from(format!("/var/run/wireguard/{iface}.sock"))
@@ -165,26 +151,6 @@ fn wg(ns: &Netns, args: &[&str]) -> String {
     ok(ns.command("wg").args(args))
 }
 
-/// Waits for `f`, at most `timeout`; returns how long it took.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
-}
-
-/// A live process with this id (zombies count as dead).
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
-}
-
 fn is_vpn_wg(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "vpn-wg")
 }
@@ -200,16 +166,16 @@ fn pidfile(iface: &str) -> Option<u32> {
 /// Stops a vpn-wg daemon we started (by its id): SIGTERM, up to 5 s, then
 /// SIGKILL.
 fn terminate(pid: u32) {
-    if pid == 0 || !alive(pid) || !is_vpn_wg(pid) {
+    if pid == 0 || !h::alive(pid) || !is_vpn_wg(pid) {
         return;
     }
     // SAFETY: plain signal to a daemon this test started.
     unsafe { libc::kill(pid.cast_signed(), libc::SIGTERM) };
     let start = Instant::now();
-    while alive(pid) && start.elapsed() < Duration::from_secs(5) {
+    while h::alive(pid) && start.elapsed() < Duration::from_secs(5) {
         thread::sleep(Duration::from_millis(10));
     }
-    if alive(pid) && is_vpn_wg(pid) {
+    if h::alive(pid) && is_vpn_wg(pid) {
         // SAFETY: as above.
         unsafe { libc::kill(pid.cast_signed(), libc::SIGKILL) };
     }
@@ -218,31 +184,6 @@ fn terminate(pid: u32) {
 /// The inode of a process's network namespace.
 fn netns_ino_of(pid: u32) -> u64 {
     fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino()
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(h::unique());
-        fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    /// A file readable by root only (keys, wg-quick files).
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        fs::write(&p, text).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -297,7 +238,7 @@ impl Drop for End<'_> {
             d.stop();
         } else if self.kind.is_vpn_wg() {
             let start = Instant::now();
-            while alive(pid) && start.elapsed() < Duration::from_secs(2) {
+            while h::alive(pid) && start.elapsed() < Duration::from_secs(2) {
                 thread::sleep(Duration::from_millis(10));
             }
             terminate(pid);
@@ -309,8 +250,8 @@ impl Drop for End<'_> {
 impl<'a> End<'a> {
     /// Starts `kind` in `ns`, as wireguard-go would be started; returns
     /// once its UAPI socket exists.
-    fn start(ns: &'a Netns, kind: Kind, s: &Scratch) -> Self {
-        let iface = ifname(if kind.is_vpn_wg() { 'w' } else { 'x' });
+    fn start(ns: &'a Netns, kind: Kind, s: &h::Scratch) -> Self {
+        let iface = h::ifname(if kind.is_vpn_wg() { 'w' } else { 'x' });
         let mut end = End {
             ns,
             kind,
@@ -333,7 +274,7 @@ impl<'a> End<'a> {
                 // right after it.
                 assert!(sock.exists(), "no UAPI socket once vpn-wg returned");
                 end.pid = pidfile(&iface).expect("no pidfile once vpn-wg returned");
-                assert!(alive(end.pid) && is_vpn_wg(end.pid), "pid {}", end.pid);
+                assert!(h::alive(end.pid) && is_vpn_wg(end.pid), "pid {}", end.pid);
                 assert_eq!(
                     netns_ino_of(end.pid),
                     fs::metadata(ns.path()).unwrap().ino(),
@@ -353,7 +294,7 @@ impl<'a> End<'a> {
                 }
                 end.daemon = Some(ns.spawn(&mut c).unwrap());
                 let d = end.daemon.as_mut().unwrap();
-                wait_until("vpn-wg's UAPI socket", Duration::from_secs(10), || {
+                h::wait_until("vpn-wg's UAPI socket", Duration::from_secs(10), || {
                     sock.exists() || d.wait(Duration::ZERO).unwrap().is_some()
                 });
                 assert!(
@@ -363,7 +304,7 @@ impl<'a> End<'a> {
                     d.stderr()
                 );
                 // Still the process we started: it did not fork away.
-                wait_until("vpn-wg's pidfile", Duration::from_secs(5), || {
+                h::wait_until("vpn-wg's pidfile", Duration::from_secs(5), || {
                     pidfile(&iface).is_some()
                 });
                 assert_eq!(pidfile(&iface), Some(d.pid()), "not in the foreground");
@@ -378,14 +319,14 @@ impl<'a> End<'a> {
                 let mut c = ns.command("wireguard-go");
                 c.arg("-f").arg(&iface).env("WG_PROCESS_FOREGROUND", "1");
                 end.daemon = Some(ns.spawn(&mut c).unwrap());
-                wait_until(
+                h::wait_until(
                     "wireguard-go's UAPI socket",
                     Duration::from_secs(10),
                     || sock.exists(),
                 );
             }
             Kind::Boringtun => {
-                let log = s.0.join(format!("{iface}.boringtun.log"));
+                let log = s.path().join(format!("{iface}.boringtun.log"));
                 let mut c = ns.command("boringtun-cli");
                 c.args(["-f", "--disable-drop-privileges"])
                     .arg("-l")
@@ -393,7 +334,7 @@ impl<'a> End<'a> {
                     .arg(&iface)
                     .env("WG_SUDO", "1");
                 end.daemon = Some(ns.spawn(&mut c).unwrap());
-                wait_until("boringtun's UAPI socket", Duration::from_secs(10), || {
+                h::wait_until("boringtun's UAPI socket", Duration::from_secs(10), || {
                     sock.exists()
                 });
             }
@@ -415,7 +356,7 @@ impl<'a> End<'a> {
 
     /// `wg set IFACE private-key … listen-port PORT peer PUB allowed-ips …
     /// [endpoint …]`, in the end's own namespace.
-    fn set_peer(&self, s: &Scratch, peer: &str, allowed: &str, endpoint: Option<&str>) {
+    fn set_peer(&self, s: &h::Scratch, peer: &str, allowed: &str, endpoint: Option<&str>) {
         let key = s.write(&format!("{}.key", self.iface), &self.keys.0);
         let port = PORT.to_string();
         let mut args = vec![
@@ -464,7 +405,7 @@ fn allowed_of(x: Addrs) -> String {
 
 /// Keys and peers with `wg`, addresses with `ip`: `i` (at `ia`) knows the
 /// endpoint of `r` (at `ra`), so `i` initiates.
-fn connect(i: &End, ia: Addrs, r: &End, ra: Addrs, s: &Scratch) {
+fn connect(i: &End, ia: Addrs, r: &End, ra: Addrs, s: &h::Scratch) {
     i.set_peer(
         s,
         &r.keys.1,
@@ -640,7 +581,7 @@ fn traffic(na: &Netns, nb: &Netns, label: &str) {
 /// vpn-wg in `a` against `kind` in `b`, both set up with wg/ip only.
 fn interop(kind: Kind, vpn_wg_initiates: bool, label: &str) {
     let (na, nb) = underlay();
-    let s = Scratch::new();
+    let s = h::Scratch::new().unwrap();
     let a = End::start(&na, Kind::VpnWg, &s);
     let b = End::start(&nb, kind, &s);
     if vpn_wg_initiates {
@@ -702,7 +643,7 @@ fn with_itself() {
 fn link_moved_to_another_namespace() {
     let (na, nb) = underlay();
     let nc = Netns::new().unwrap();
-    let s = Scratch::new();
+    let s = h::Scratch::new().unwrap();
     let a = End::start(&na, Kind::VpnWg, &s);
     let b = End::start(&nb, Kind::WireguardGo, &s);
 
@@ -764,16 +705,16 @@ fn link_moved_to_another_namespace() {
     let p = b.dump_peer(&a.keys.1);
     assert_eq!(p[2], format!("{}:{PORT}", A.under), "{p:?}");
     assert!(p[4].parse::<u64>().unwrap() > 0, "{p:?}");
-    assert!(alive(a.pid));
+    assert!(h::alive(a.pid));
 
     // The container goes: its namespace and the link with it; vpn-wg
     // notices through the TUN itself and cleans up.
     let pid = a.pid;
     drop(nc);
-    let took = wait_until(
+    let took = h::wait_until(
         "vpn-wg to exit after its namespace went",
         Duration::from_secs(10),
-        || !alive(pid),
+        || !h::alive(pid),
     );
     eprintln!("moved link: vpn-wg exited {took:?} after the namespace was deleted");
     assert!(!sock_path(&a.iface).exists(), "UAPI socket left");
@@ -798,7 +739,7 @@ fn set_mtu(ns: &Netns, iface: &str, mtu: u32) {
 #[test]
 fn large_mtu() {
     let (na, nb) = underlay();
-    let s = Scratch::new();
+    let s = h::Scratch::new().unwrap();
     let a = End::start(&na, Kind::VpnWg, &s);
     let b = End::start(&nb, Kind::VpnWgEnv, &s);
     connect(&a, A, &b, B, &s);
@@ -827,7 +768,7 @@ fn large_mtu() {
         set_mtu(ns, iface, 1420);
     }
     ping_big(&na, B.tun4, 1420 - 28);
-    assert!(alive(a.pid) && alive(b.pid));
+    assert!(h::alive(a.pid) && h::alive(b.pid));
 }
 
 // ---------------------------------------------------------------------------
@@ -840,7 +781,7 @@ fn large_mtu() {
 #[test]
 fn link_deleted_while_traffic_flows() {
     let (na, nb) = underlay();
-    let s = Scratch::new();
+    let s = h::Scratch::new().unwrap();
     let mut a = End::start(&na, Kind::VpnWg, &s);
     let mut b = End::start(&nb, Kind::VpnWgFlag, &s);
     connect(&a, A, &b, B, &s);
@@ -894,10 +835,10 @@ fn link_deleted_while_traffic_flows() {
     thread::sleep(Duration::from_millis(500));
     let pid = a.pid;
     na.ip(&["link", "del", &a.iface]).unwrap();
-    let took_a = wait_until(
+    let took_a = h::wait_until(
         "the background vpn-wg to exit after its link's deletion",
         EXIT_BOUND,
-        || !alive(pid),
+        || !h::alive(pid),
     );
     assert!(!sock_path(&a.iface).exists(), "UAPI socket left");
     assert!(!run_path(&a.iface, "pid").exists(), "pidfile left");
@@ -946,7 +887,7 @@ impl Drop for Quick<'_> {
                 .status();
         }
         let start = Instant::now();
-        while alive(pid) && start.elapsed() < Duration::from_secs(3) {
+        while h::alive(pid) && start.elapsed() < Duration::from_secs(3) {
             thread::sleep(Duration::from_millis(10));
         }
         terminate(pid);
@@ -962,7 +903,7 @@ struct QuickWorld {
     v: Netns,
     p: Netns,
     w: Netns,
-    s: Scratch,
+    s: h::Scratch,
     keys: (String, String),
 }
 
@@ -1007,7 +948,7 @@ fn quick_world() -> QuickWorld {
         v,
         p,
         w,
-        s: Scratch::new(),
+        s: h::Scratch::new().unwrap(),
         keys: h::key_pair().unwrap(),
     }
 }
@@ -1022,7 +963,7 @@ impl QuickWorld {
     }
 
     fn quick(&self, text: &str) -> Quick<'_> {
-        let iface = ifname('q');
+        let iface = h::ifname('q');
         let conf = self.s.write(&format!("{iface}.conf"), text);
         Quick {
             ns: &self.v,
@@ -1042,8 +983,8 @@ fn rules(ns: &Netns) -> (String, String) {
 /// After `wg-quick down`: vpn-wg gone with its socket and pidfile, the
 /// link gone.
 fn assert_quick_down(q: &Quick, pid: u32) {
-    let took = wait_until("vpn-wg to exit after wg-quick down", EXIT_BOUND, || {
-        !alive(pid)
+    let took = h::wait_until("vpn-wg to exit after wg-quick down", EXIT_BOUND, || {
+        !h::alive(pid)
     });
     eprintln!("wg-quick down: vpn-wg exited after {took:?}");
     assert!(!sock_path(&q.iface).exists(), "UAPI socket left");
@@ -1054,7 +995,7 @@ fn assert_quick_down(q: &Quick, pid: u32) {
 /// The vpn-wg wg-quick started: running, in the namespace wg-quick ran in.
 fn quick_daemon(q: &Quick, up: &Out) -> u32 {
     let pid = pidfile(&q.iface).unwrap_or_else(|| panic!("no pidfile after wg-quick up: {up}"));
-    assert!(alive(pid) && is_vpn_wg(pid), "pid {pid}");
+    assert!(h::alive(pid) && is_vpn_wg(pid), "pid {pid}");
     assert_eq!(
         netns_ino_of(pid),
         fs::metadata(q.ns.path()).unwrap().ino(),
@@ -1168,7 +1109,7 @@ fn wg_quick_full_tunnel() {
     wg(&q.v, &["set", &iface, "fwmark", "51820"]);
     ping(&q.v, WORLD4);
     ping(&q.v, B.tun6);
-    assert!(alive(pid));
+    assert!(h::alive(pid));
 
     let down = quick.run("down");
     assert!(down.status.success(), "wg-quick down: {down}");
@@ -1401,7 +1342,7 @@ fn allowed_block(i: u32, first: u32, v4: u32) -> BTreeSet<String> {
 #[test]
 fn large_configuration_over_uapi() {
     let (na, _nb) = underlay();
-    let s = Scratch::new();
+    let s = h::Scratch::new().unwrap();
     let a = End::start(&na, Kind::VpnWg, &s);
     // Somewhere for keepalives and handshakes to go (b drops them).
     na.ip(&["route", "add", "198.18.1.0/24", "via", B.under])
@@ -1491,7 +1432,7 @@ fn large_configuration_over_uapi() {
     }
     let got = DevConf::parse(&wg(&na, &["showconf", &a.iface]));
     assert!(got == want, "after wg set:\n{}", diff(&want, &got));
-    assert!(alive(a.pid));
+    assert!(h::alive(a.pid));
 }
 
 // ---------------------------------------------------------------------------
@@ -1540,7 +1481,7 @@ fn bad_input_is_refused_clearly() {
     );
 
     // Names the kernel (or a path) cannot take.
-    let long = format!("{}toolongname", ifname('w'));
+    let long = format!("{}toolongname", h::ifname('w'));
     for (name, bg) in [
         (long.as_str(), true),
         (long.as_str(), false),
@@ -1558,7 +1499,7 @@ fn bad_input_is_refused_clearly() {
     }
 
     // A name already taken (a veth): refused, the link untouched.
-    let taken = ifname('w');
+    let taken = h::ifname('w');
     let guard = Files(taken.clone());
     ns.ip(&[
         "link",
@@ -1593,7 +1534,7 @@ fn bad_input_is_refused_clearly() {
     assert_eq!(ns.ip(&["-o", "link", "show"]).unwrap(), links_before);
 
     // The same name twice: the second is refused, the first keeps serving.
-    let s = Scratch::new();
+    let s = h::Scratch::new().unwrap();
     let first = End::start(&ns, Kind::VpnWg, &s);
     let out = vpn_wg(&ns, &[&first.iface]);
     assert_eq!(out.status.code(), Some(1), "{out}");
@@ -1601,7 +1542,7 @@ fn bad_input_is_refused_clearly() {
         out.stderr.contains("already up") || out.stderr.contains("already exists"),
         "{out}"
     );
-    assert!(alive(first.pid));
+    assert!(h::alive(first.pid));
     assert!(sock_path(&first.iface).exists());
     assert_eq!(pidfile(&first.iface), Some(first.pid));
     let conf = wg(&ns, &["showconf", &first.iface]);

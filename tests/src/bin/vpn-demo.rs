@@ -14,7 +14,6 @@
 //! outcome was as it should be.
 use std::{
     fs,
-    path::PathBuf,
     process::{Command, ExitCode},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -58,23 +57,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// The internet host's reporter: prints `seen <addr> <message>` per connection.
-const REPORTER: &str = r#"
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.18.3.2", 8080)); s.listen(16)
-print("listening", flush=True)
-while True:
-    c, (addr, _) = s.accept()
-    c.settimeout(2)
-    try:
-        msg = c.recv(128).decode(errors="replace").strip()
-    except OSError:
-        msg = ""
-    print("seen", addr, msg, flush=True)
-    c.close()
-"#;
 
 /// A DNS-port server that answers every query (UDP) with its own name.
 const RESOLVER: &str = r#"
@@ -142,14 +124,6 @@ fn up<'a>(ns: &'a Netns, dir: &std::path::Path, iface: &str, conf: &str) -> Resu
     };
     h::run(ns.command(h::vpn_ctl_bin()).arg("up").arg(&path))?;
     Ok(tunnel)
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Waits until the reporter has printed `needle`, or the timeout passes.
@@ -224,14 +198,13 @@ fn demo() -> Result<bool> {
         ns.sh("sysctl -qw net.ipv4.ip_forward=1")?;
     }
 
-    let scratch = Scratch(std::env::temp_dir().join(h::unique()));
-    fs::create_dir_all(&scratch.0)?;
+    let scratch = h::Scratch::new()?;
     let (ck, sk) = (h::key_pair()?, h::key_pair()?);
     let (civ, siv) = (format!("vd{tag}c"), format!("vd{tag}s"));
     step(2, "vpn server: vpn-ctl up (100.64.0.1, port 51820)")?;
     let _server_tunnel = up(
         &server,
-        &scratch.0,
+        scratch.path(),
         &siv,
         &format!(
             "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.1/24\nListenPort = 51820\nTable = off\n\n\
@@ -245,7 +218,7 @@ fn demo() -> Result<bool> {
     )?;
     let client_tunnel = up(
         &client,
-        &scratch.0,
+        scratch.path(),
         &civ,
         &format!(
             "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\nDNS = 100.64.0.1\n\n\
@@ -275,7 +248,12 @@ fn demo() -> Result<bool> {
         println!("    {line}");
     }
 
-    let mut reporter = Daemon::spawn(internet.command("python3").args(["-c", REPORTER]))?;
+    let mut reporter =
+        Daemon::spawn(
+            internet
+                .command("python3")
+                .args(["-c", h::REPORTER_PY, "198.18.3.2"]),
+        )?;
     reporter.wait_for("listening", Duration::from_secs(10))?;
     let visit = |cg: &Cgroup, tag: &str| -> Result<String> {
         Ok(h::run(
