@@ -169,6 +169,12 @@ pub fn sweep_stale() {
             let _ = fs::remove_dir_all(p);
         }
     });
+    // Scratch directories and daemon output files.
+    for_each_prefixed(&std::env::temp_dir(), |p| {
+        if dead(&p.file_name().unwrap_or_default().to_string_lossy()) {
+            let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+        }
+    });
 }
 
 fn for_each_prefixed(dir: &Path, mut f: impl FnMut(&Path)) {
@@ -434,6 +440,15 @@ impl Daemon {
         )
     }
 
+    /// Lets the process run on unsupervised (something else must end it,
+    /// as a cgroup guard does) and returns its pid; its output files go.
+    pub fn detach(mut self) -> u32 {
+        let pid = self.pid();
+        // Dropping a `Child` neither kills nor waits for it.
+        drop(self.child.take());
+        pid
+    }
+
     /// Sends a signal without waiting.
     pub fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
@@ -670,7 +685,7 @@ pub fn leftovers() -> Vec<String> {
             }
         }
     }
-    let mut dirs = vec![PathBuf::from("/sys/fs/bpf")];
+    let mut dirs = vec![PathBuf::from("/sys/fs/bpf"), std::env::temp_dir()];
     dirs.extend(cgroup2_mount().ok());
     for d in dirs {
         for_each_prefixed(&d, |p| {

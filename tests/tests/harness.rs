@@ -51,7 +51,7 @@ fn cleanup_happens_on_panic_too() {
         let procs = std::fs::read_to_string(child.path().join("cgroup.procs")).unwrap();
         assert!(procs.contains(&d.pid().to_string()));
         let names = (ns.name().to_owned(), cg.path().to_owned());
-        std::mem::forget(d); // the cgroup guard must kill it
+        d.detach(); // the cgroup guard must kill it
         std::panic::panic_any(names)
     })
     .unwrap_err()

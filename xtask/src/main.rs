@@ -150,7 +150,7 @@ fn test(args: &[String]) -> Result<()> {
     if !left.is_empty() {
         bail!("the suite left things behind:\n  - {}", left.join("\n  - "));
     }
-    eprintln!("==> nothing left behind (namespaces, cgroups, pins)");
+    eprintln!("==> nothing left behind (namespaces, cgroups, pins, temporary files)");
     Ok(())
 }
 
@@ -164,7 +164,13 @@ fn leftovers() -> Vec<String> {
             }
         }
     }
-    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup", "/sys/fs/bpf"] {
+    let tmp = std::env::temp_dir();
+    let roots = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup", "/sys/fs/bpf"];
+    for root in roots
+        .iter()
+        .map(std::path::Path::new)
+        .chain([tmp.as_path()])
+    {
         if let Ok(rd) = std::fs::read_dir(root) {
             for e in rd.flatten() {
                 if e.file_name().to_string_lossy().starts_with("vpnt") {
