@@ -124,7 +124,7 @@ fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Ev
         .unwrap()
         .try_into()
         .unwrap();
-    sc.load().unwrap();
+    vpn_ctl::ebpf::load_retrying(|| sc.load()).unwrap();
     sc.attach(File::open(root.path()).unwrap(), CgroupAttachMode::Single)
         .unwrap();
     (bpf, maps, events)
@@ -593,7 +593,7 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
         .unwrap()
         .try_into()
         .unwrap();
-    sc.load().unwrap();
+    vpn_ctl::ebpf::load_retrying(|| sc.load()).unwrap();
     let mut maps = Maps::open(pins.path()).unwrap();
     maps.set_tunnel_port(51820).unwrap();
     let frame = guard::eth_frame(

@@ -195,7 +195,7 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<(), GuardError> {
     for hook in [Hook::Guard, Hook::Ingress] {
         let prog = program_mut(bpf, hook)?;
         if prog.fd().is_err() {
-            prog.load().map_err(prog_err(format!(
+            crate::ebpf::load_retrying(|| prog.load()).map_err(prog_err(format!(
                 "loading {} (the kernel needs TC BPF and BTF)",
                 hook.program()
             )))?;
@@ -203,7 +203,7 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<(), GuardError> {
     }
     let xdp = xdp_program_mut(bpf)?;
     if xdp.fd().is_err() {
-        xdp.load()
+        crate::ebpf::load_retrying(|| xdp.load())
             .map_err(prog_err(format!("loading {}", names::PROG_XDP_FILTER)))?;
     }
     Ok(())

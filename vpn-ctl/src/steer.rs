@@ -325,7 +325,7 @@ impl Steering {
             .ok_or(SteerError::Missing(names::PROG_SOCK_CREATE))?
             .try_into()
             .map_err(prog_err(names::PROG_SOCK_CREATE))?;
-        prog.load().map_err(prog_err(
+        ebpf::load_retrying(|| prog.load()).map_err(prog_err(
             "loading cgroup/sock_create (is CONFIG_CGROUP_BPF on?)",
         ))?;
         let link_id = prog
@@ -351,7 +351,7 @@ impl Steering {
                 .ok_or(SteerError::Missing(name))?
                 .try_into()
                 .map_err(prog_err(name))?;
-            prog.load().map_err(prog_err(format!("loading {name}")))?;
+            ebpf::load_retrying(|| prog.load()).map_err(prog_err(format!("loading {name}")))?;
             let link_id = prog
                 .attach(cg.as_fd(), CgroupAttachMode::Single)
                 .map_err(prog_err(format!("attaching {name} to {at}")))?;
