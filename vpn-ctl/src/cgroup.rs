@@ -9,6 +9,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::io_error;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("no cgroup v2 filesystem is mounted; mount one with `mount -t cgroup2 none /sys/fs/cgroup` (vpn steers per cgroup v2)")]
@@ -19,21 +21,8 @@ pub enum CgroupError {
     OutsideMount { path: PathBuf, mount: PathBuf },
     #[error("no bpffs is mounted and mounting one at /sys/fs/bpf failed (mount it with `mount -t bpf bpf /sys/fs/bpf`)")]
     NoBpffs(#[source] io::Error),
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] io_error::PathError),
 }
 
 /// Mount points of `fstype` from a mountinfo text (fields: id parent maj:min
@@ -75,7 +64,7 @@ fn unescape_mount(s: &str) -> String {
 
 fn mountinfo() -> Result<String, CgroupError> {
     let p = Path::new("/proc/self/mountinfo");
-    fs::read_to_string(p).map_err(io_err("reading", p))
+    Ok(fs::read_to_string(p).map_err(io_error::at("reading", p))?)
 }
 
 /// The cgroup v2 mount point of this mount namespace.
@@ -140,19 +129,22 @@ pub fn resolve(mount: &Path, given: &Path) -> Result<PathBuf, CgroupError> {
 /// The cgroup id the kernel reports from `bpf_get_current_cgroup_id()`: on
 /// cgroup v2 this is the inode number of the cgroup's directory.
 pub fn cgroup_id(path: &Path) -> Result<u64, CgroupError> {
-    Ok(fs::metadata(path).map_err(io_err("reading", path))?.ino())
+    Ok(fs::metadata(path)
+        .map_err(io_error::at("reading", path))?
+        .ino())
 }
 
 /// Moves a process (all its threads) into a cgroup.
 pub fn move_pid(cgroup: &Path, pid: u32) -> Result<(), CgroupError> {
     let procs = cgroup.join("cgroup.procs");
-    fs::write(&procs, pid.to_string()).map_err(io_err("writing", &procs))
+    fs::write(&procs, pid.to_string()).map_err(io_error::at("writing", &procs))?;
+    Ok(())
 }
 
 /// The cgroup v2 path of a process, from /proc/PID/cgroup (`0::/path`).
 pub fn cgroup_of_pid(mount: &Path, pid: u32) -> Result<PathBuf, CgroupError> {
     let p = PathBuf::from(format!("/proc/{pid}/cgroup"));
-    let text = fs::read_to_string(&p).map_err(io_err("reading", &p))?;
+    let text = fs::read_to_string(&p).map_err(io_error::at("reading", &p))?;
     let rel = text
         .lines()
         .find_map(|l| l.strip_prefix("0::"))

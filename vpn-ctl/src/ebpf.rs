@@ -4,6 +4,67 @@
 /// ELF object with every vpn program and map (aligned for the ELF parser).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vpn-ebpf.o"));
 
+/// What went wrong with vpn's eBPF object, its programs, maps, pins or
+/// links: the part steering ([`crate::steer`]) and the guard
+/// ([`crate::guard`]) share.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "the eBPF object has no {0}; the build is inconsistent, rebuild with `cargo xtask build`"
+    )]
+    Missing(&'static str),
+    #[error("{what}")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("{what}")]
+    Map {
+        what: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("pinning {what} (is bpffs mounted and writable?)")]
+    Pin {
+        what: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("{what}")]
+    Link {
+        what: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+}
+
+/// For `map_err`: a program operation `what` failed.
+pub fn prog_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> BpfError {
+    let what = what.into();
+    move |source| BpfError::Program { what, source }
+}
+
+/// For `map_err`: a map operation `what` failed.
+pub fn map_err(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> BpfError {
+    let what = what.into();
+    move |source| BpfError::Map { what, source }
+}
+
+/// For `map_err`: pinning `what` failed.
+pub fn pin_err(what: impl Into<String>) -> impl FnOnce(aya::pin::PinError) -> BpfError {
+    let what = what.into();
+    move |source| BpfError::Pin { what, source }
+}
+
+/// For `map_err`: a link operation `what` failed.
+pub fn link_err(
+    what: impl Into<String>,
+) -> impl FnOnce(aya::programs::links::LinkError) -> BpfError {
+    let what = what.into();
+    move |source| BpfError::Link { what, source }
+}
+
 /// Loads a program, trying again while the kernel says `EAGAIN`: the
 /// verifier gives up with it when a signal arrives for the loading thread
 /// (a child exiting, a timer), as libbpf knows and retries up to 5 times.

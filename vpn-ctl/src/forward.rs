@@ -29,29 +29,18 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::io_error;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("nftables refused vpn's table ({0}); is the nft binary installed (apt install nftables) and the kernel built with nf_tables?")]
     Nft(String),
     #[error("running nft (apt install nftables)")]
     NftMissing(#[source] io::Error),
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] io_error::PathError),
     #[error("reading {path}: {message}")]
     State { path: PathBuf, message: String },
-}
-
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ForwardError + 'a {
-    move |source| ForwardError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// One forwarded source.
@@ -93,17 +82,18 @@ impl State {
                 message: e.to_string(),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(io_err("reading", &path)(e)),
+            Err(e) => Err(io_error::at("reading", &path)(e).into()),
         }
     }
 
     pub fn save(&self, tunnel: &str) -> Result<(), ForwardError> {
         let path = state_path(tunnel);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            fs::create_dir_all(dir).map_err(io_error::at("creating", dir))?;
         }
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        fs::write(&path, text).map_err(io_err("writing", &path))
+        fs::write(&path, text).map_err(io_error::at("writing", &path))?;
+        Ok(())
     }
 }
 
@@ -202,12 +192,13 @@ fn enable_forwarding(state: &mut State, iface: &str) -> Result<(), ForwardError>
     }
     if !state.forwarding.iter().any(|(i, _)| i == iface) {
         let old = fs::read_to_string(&path)
-            .map_err(io_err("reading", &path))?
+            .map_err(io_error::at("reading", &path))?
             .trim()
             .to_owned();
         state.forwarding.push((iface.to_owned(), old));
     }
-    fs::write(&path, "1").map_err(io_err("writing", &path))
+    fs::write(&path, "1").map_err(io_error::at("writing", &path))?;
+    Ok(())
 }
 
 /// Applies the state: forwarding on the sources' interfaces and the tunnel,
@@ -235,7 +226,7 @@ pub fn apply(
     for (iface, old) in restore {
         let path = forwarding_path(&iface);
         if path.exists() {
-            fs::write(&path, old).map_err(io_err("writing", &path))?;
+            fs::write(&path, old).map_err(io_error::at("writing", &path))?;
         }
     }
     for i in needed {
@@ -256,7 +247,7 @@ fn forget(tunnel: &str) -> Result<(), ForwardError> {
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("removing", &path)(e)),
+        Err(e) => return Err(io_error::at("removing", &path)(e).into()),
     }
     let _ = fs::remove_dir(Path::new("/run/vpn").join(tunnel));
     Ok(())

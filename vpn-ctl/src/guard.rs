@@ -36,15 +36,19 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    ebpf::{link_err, map_err, pin_err, prog_err, BpfError},
+    io_error,
+};
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
         Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
     },
     programs::{
-        links::{FdLink, LinkError},
+        links::FdLink,
         tc::{SchedClassifier, TcAttachType},
-        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+        TestRun, TestRunOptions, Xdp, XdpMode,
     },
     Ebpf,
 };
@@ -70,62 +74,16 @@ pub const MAP_NAMES: [&str; 6] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
-    #[error(
-        "the eBPF object has no {0}; the build is inconsistent, rebuild with `cargo xtask build`"
-    )]
-    Missing(&'static str),
-    #[error("{what}")]
-    Program {
-        what: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("{what}")]
-    Map {
-        what: String,
-        #[source]
-        source: MapError,
-    },
-    #[error("pinning {what} (is bpffs mounted and writable?)")]
-    Pin {
-        what: String,
-        #[source]
-        source: aya::pin::PinError,
-    },
-    #[error("{what}")]
-    Link {
-        what: String,
-        #[source]
-        source: LinkError,
-    },
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Io(#[from] io_error::PathError),
     #[error("the kernel refused to load vpn's eBPF object")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("interface {0:?} does not exist (in this network namespace)")]
     NoSuchInterface(String),
     #[error("prefix length {len} is too long for {addr} (at most {max})")]
     BadPrefixLen { addr: IpAddr, len: u8, max: u8 },
-}
-
-fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> GuardError {
-    let what = what.into();
-    move |source| GuardError::Map { what, source }
-}
-
-fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> GuardError {
-    let what = what.into();
-    move |source| GuardError::Program { what, source }
-}
-
-fn pin_err(what: impl Into<String>) -> impl FnOnce(aya::pin::PinError) -> GuardError {
-    let what = what.into();
-    move |source| GuardError::Pin { what, source }
 }
 
 /// Which classifier, and so which direction of which interface.
@@ -175,17 +133,19 @@ impl Hook {
 
 /// A classifier of the loaded object, for attaching or `test_run`.
 pub fn program(bpf: &Ebpf, hook: Hook) -> Result<&SchedClassifier, GuardError> {
-    bpf.program(hook.program())
-        .ok_or(GuardError::Missing(hook.program()))?
+    Ok(bpf
+        .program(hook.program())
+        .ok_or(BpfError::Missing(hook.program()))?
         .try_into()
-        .map_err(prog_err(hook.program()))
+        .map_err(prog_err(hook.program()))?)
 }
 
 fn program_mut(bpf: &mut Ebpf, hook: Hook) -> Result<&mut SchedClassifier, GuardError> {
-    bpf.program_mut(hook.program())
-        .ok_or(GuardError::Missing(hook.program()))?
+    Ok(bpf
+        .program_mut(hook.program())
+        .ok_or(BpfError::Missing(hook.program()))?
         .try_into()
-        .map_err(prog_err(hook.program()))
+        .map_err(prog_err(hook.program()))?)
 }
 
 /// Loads (verifies) both TC programs into the kernel. Call after taking the
@@ -221,23 +181,26 @@ pub fn pin_programs(bpf: &mut Ebpf, pin_dir: &Path) -> Result<(), GuardError> {
     let path = pin_dir.join(PIN_PROG_XDP_FILTER);
     xdp_program_mut(bpf)?
         .pin(&path)
-        .map_err(pin_err(path.display().to_string()))
+        .map_err(pin_err(path.display().to_string()))?;
+    Ok(())
 }
 
 /// The XDP WireGuard filter of the loaded object, for attaching or
 /// `test_run`.
 pub fn xdp_program(bpf: &Ebpf) -> Result<&Xdp, GuardError> {
-    bpf.program(names::PROG_XDP_FILTER)
-        .ok_or(GuardError::Missing(names::PROG_XDP_FILTER))?
+    Ok(bpf
+        .program(names::PROG_XDP_FILTER)
+        .ok_or(BpfError::Missing(names::PROG_XDP_FILTER))?
         .try_into()
-        .map_err(prog_err(names::PROG_XDP_FILTER))
+        .map_err(prog_err(names::PROG_XDP_FILTER))?)
 }
 
 fn xdp_program_mut(bpf: &mut Ebpf) -> Result<&mut Xdp, GuardError> {
-    bpf.program_mut(names::PROG_XDP_FILTER)
-        .ok_or(GuardError::Missing(names::PROG_XDP_FILTER))?
+    Ok(bpf
+        .program_mut(names::PROG_XDP_FILTER)
+        .ok_or(BpfError::Missing(names::PROG_XDP_FILTER))?
         .try_into()
-        .map_err(prog_err(names::PROG_XDP_FILTER))
+        .map_err(prog_err(names::PROG_XDP_FILTER))?)
 }
 
 /// Pin name of the XDP filter's link on `ifname`.
@@ -263,11 +226,7 @@ pub fn attach_xdp(
 /// state. Program and link pins (`prog_*`, `link_*`) are skipped.
 pub fn load_sharing_pins(pin_dir: &Path) -> Result<Ebpf, GuardError> {
     let names: Vec<String> = fs::read_dir(pin_dir)
-        .map_err(|source| GuardError::Io {
-            what: "reading",
-            path: pin_dir.to_owned(),
-            source,
-        })?
+        .map_err(io_error::at("reading", pin_dir))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with("prog_") && !n.starts_with("link_"))
@@ -295,10 +254,9 @@ fn attach_xdp_prog(
     let link = prog
         .take_link(id)
         .map_err(prog_err("taking the XDP link"))?;
-    let link = FdLink::try_from(link).map_err(|source| GuardError::Link {
-        what: format!("the XDP link on {ifname} is not a bpf_link (needs Linux >= 5.9)"),
-        source,
-    })?;
+    let link = FdLink::try_from(link).map_err(link_err(format!(
+        "the XDP link on {ifname} is not a bpf_link (needs Linux >= 5.9)"
+    )))?;
     pin_link(link, pin_dir.map(|d| d.join(xdp_link_pin(ifname))))
 }
 
@@ -308,11 +266,7 @@ pub fn detach_xdp(pin_dir: &Path, ifname: &str) -> Result<bool, GuardError> {
     match fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(GuardError::Io {
-            what: "removing",
-            path,
-            source,
-        }),
+        Err(source) => Err(io_error::at("removing", &path)(source).into()),
     }
 }
 
@@ -369,13 +323,10 @@ fn attach_classifier(
             hook.attach_type()
         )))?;
     let link = prog.take_link(id).map_err(prog_err("taking the TC link"))?;
-    let link = FdLink::try_from(link).map_err(|source| GuardError::Link {
-        what: format!(
-            "the {} link on {ifname} is not a bpf_link (TCX needs Linux >= 6.6)",
-            hook.program()
-        ),
-        source,
-    })?;
+    let link = FdLink::try_from(link).map_err(link_err(format!(
+        "the {} link on {ifname} is not a bpf_link (TCX needs Linux >= 6.6)",
+        hook.program()
+    )))?;
     pin_link(link, pin_dir.map(|d| d.join(hook.link_pin(ifname))))
 }
 
@@ -407,11 +358,7 @@ pub fn detach(pin_dir: &Path, hook: Hook, ifname: &str) -> Result<bool, GuardErr
     match fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(GuardError::Io {
-            what: "removing",
-            path,
-            source,
-        }),
+        Err(source) => Err(io_error::at("removing", &path)(source).into()),
     }
 }
 
@@ -548,7 +495,7 @@ impl Maps {
             }
             return Self::open(dir);
         }
-        let mut take = |name: &'static str| bpf.take_map(name).ok_or(GuardError::Missing(name));
+        let mut take = |name: &'static str| bpf.take_map(name).ok_or(BpfError::Missing(name));
         let owners = take(names::SOCK_OWNERS)?;
         let mut maps = Self::from_maps([
             take(names::GUARD_CONFIG)?,
@@ -568,7 +515,7 @@ impl Maps {
             let path = pin_dir.join(name);
             let what = format!("opening {}", path.display());
             let data = MapData::from_pin(&path).map_err(map_err(what.clone()))?;
-            Map::from_map_data(data).map_err(map_err(what))
+            Ok(Map::from_map_data(data).map_err(map_err(what))?)
         };
         Self::from_maps([
             open(names::GUARD_CONFIG)?,
@@ -594,15 +541,17 @@ impl Maps {
     }
 
     pub fn config(&self) -> Result<GuardConfig, GuardError> {
-        self.config
+        Ok(self
+            .config
             .get(&0, 0)
-            .map_err(map_err("reading the guard config"))
+            .map_err(map_err("reading the guard config"))?)
     }
 
     pub fn set_config(&mut self, config: GuardConfig) -> Result<(), GuardError> {
         self.config
             .set(0, config, 0)
-            .map_err(map_err("writing the guard config"))
+            .map_err(map_err("writing the guard config"))?;
+        Ok(())
     }
 
     /// Lets UDP from the tunnel's source port through (0: no port bypass).
@@ -642,7 +591,8 @@ impl Maps {
                 .src_v6
                 .insert(&Key::new(u32::from(len), a.octets()), rule, 0),
         }
-        .map_err(map_err(what))
+        .map_err(map_err(what))?;
+        Ok(())
     }
 
     /// Returns whether the prefix was steered.
@@ -654,7 +604,7 @@ impl Maps {
         match r {
             Ok(()) => Ok(true),
             Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing prefix {addr}/{len}"))(e)),
+            Err(e) => Err(map_err(format!("removing prefix {addr}/{len}"))(e).into()),
         }
     }
 
@@ -688,7 +638,8 @@ impl Maps {
         };
         self.ifaces
             .insert(ifindex, rule, 0)
-            .map_err(map_err(format!("adding interface {ifindex}")))
+            .map_err(map_err(format!("adding interface {ifindex}")))?;
+        Ok(())
     }
 
     /// Returns whether the interface was steered.
@@ -696,7 +647,7 @@ impl Maps {
         match self.ifaces.remove(&ifindex) {
             Ok(()) => Ok(true),
             Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing interface {ifindex}"))(e)),
+            Err(e) => Err(map_err(format!("removing interface {ifindex}"))(e).into()),
         }
     }
 
@@ -771,9 +722,10 @@ impl Maps {
 fn pin_in_place(bpf: &Ebpf, name: &'static str, dir: &Path) -> Result<(), GuardError> {
     let path = dir.join(name);
     bpf.map(name)
-        .ok_or(GuardError::Missing(name))?
+        .ok_or(BpfError::Missing(name))?
         .pin(&path)
-        .map_err(pin_err(path.display().to_string()))
+        .map_err(pin_err(path.display().to_string()))?;
+    Ok(())
 }
 
 /// "cgroup 1234", "10.9.0.5" or "fd00::5".
@@ -810,7 +762,7 @@ impl Events {
         }
         let map = bpf
             .take_map(names::LEAK_EVENTS)
-            .ok_or(GuardError::Missing(names::LEAK_EVENTS))?;
+            .ok_or(BpfError::Missing(names::LEAK_EVENTS))?;
         Self::from_map(map)
     }
 

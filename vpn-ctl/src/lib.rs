@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod ebpf;
 pub mod forward;
 pub mod guard;
+pub mod io_error;
 pub mod keys;
 pub mod metrics;
 pub mod netlink;

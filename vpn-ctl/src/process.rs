@@ -22,6 +22,7 @@ use vpn_common::SteerAction;
 
 use crate::{
     cgroup::{self, CgroupError},
+    io_error,
     steer::{Options, SteerError, Steering},
 };
 
@@ -35,21 +36,8 @@ pub enum ProcessError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Steer(#[from] SteerError),
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ProcessError + 'a {
-    move |source| ProcessError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] io_error::PathError),
 }
 
 /// vpn's own cgroup for a tunnel's steered (or, for exclude mode, direct)
@@ -78,7 +66,7 @@ pub fn ensure_managed(
     match fs::create_dir(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err("creating cgroup", &dir)(e)),
+        Err(e) => return Err(io_error::at("creating cgroup", &dir)(e).into()),
     }
     steering.add_cgroup(cgroup::cgroup_id(&dir)?, action)?;
     Ok(dir)
@@ -98,13 +86,14 @@ fn read_moved(opts: &Options) -> Vec<(u32, PathBuf)> {
 fn write_moved(opts: &Options, moved: &[(u32, PathBuf)]) -> Result<(), ProcessError> {
     let file = state_file(opts);
     if let Some(dir) = file.parent() {
-        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        fs::create_dir_all(dir).map_err(io_error::at("creating", dir))?;
     }
     let text: String = moved
         .iter()
         .map(|(pid, p)| format!("{pid} {}\n", p.display()))
         .collect();
-    fs::write(&file, text).map_err(io_err("writing", &file))
+    fs::write(&file, text).map_err(io_error::at("writing", &file))?;
+    Ok(())
 }
 
 /// Moves a running process into the tunnel's cgroup; returns its sockets
@@ -175,7 +164,7 @@ fn empty_and_remove(
 ) -> Result<(), ProcessError> {
     let procs = dir.join("cgroup.procs");
     let pids: Vec<u32> = fs::read_to_string(&procs)
-        .map_err(io_err("reading", &procs))?
+        .map_err(io_error::at("reading", &procs))?
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
@@ -187,7 +176,8 @@ fn empty_and_remove(
         // A process that exited meanwhile is fine.
         let _ = cgroup::move_pid(&back, pid);
     }
-    fs::remove_dir(dir).map_err(io_err("removing cgroup", dir))
+    fs::remove_dir(dir).map_err(io_error::at("removing cgroup", dir))?;
+    Ok(())
 }
 
 /// One socket of a process, from /proc.

@@ -14,10 +14,10 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, ProgramInfo,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramInfo,
     },
     EbpfLoader,
 };
@@ -25,7 +25,11 @@ use vpn_common::{
     names, sock_names, Config, SockAddrStat, Stat, SteerAction, SteerRule, TunnelInfo,
 };
 
-use crate::{cgroup, ebpf, guard, routing};
+use crate::{
+    cgroup,
+    ebpf::{self, link_err, map_err, pin_err, prog_err, BpfError},
+    guard, io_error, routing,
+};
 
 /// vpn's default fwmark bit. wg-quick marks with 51820 (0xca6c) and Tailscale
 /// uses bits under 0xff0000; this bit is clear of both.
@@ -47,41 +51,10 @@ pub enum SteerError {
     BadTunnelName(String),
     #[error("the kernel refused to load the eBPF object (vpn needs Linux >= 5.7 with CONFIG_CGROUP_BPF and BTF; `vpn-ctl doctor` checks)")]
     Load(#[source] aya::EbpfError),
-    #[error(
-        "the eBPF object has no {0}; the build is inconsistent, rebuild with `cargo xtask build`"
-    )]
-    Missing(&'static str),
-    #[error("{what}")]
-    Program {
-        what: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("{what}")]
-    Map {
-        what: String,
-        #[source]
-        source: MapError,
-    },
-    #[error("pinning {what} (is bpffs mounted and writable?)")]
-    Pin {
-        what: String,
-        #[source]
-        source: aya::pin::PinError,
-    },
-    #[error("{what}")]
-    Link {
-        what: &'static str,
-        #[source]
-        source: aya::programs::links::LinkError,
-    },
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Io(#[from] io_error::PathError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
@@ -159,24 +132,6 @@ pub struct Steering {
     sockaddr_stats: PerCpuArray<MapData, u64>,
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SteerError + 'a {
-    move |source| SteerError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> SteerError {
-    let what = what.into();
-    move |source| SteerError::Map { what, source }
-}
-
-fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> SteerError {
-    let what = what.into();
-    move |source| SteerError::Program { what, source }
-}
-
 /// A tunnel is named like its interface (wg-quick's rule).
 fn valid_tunnel_name(name: &str) -> bool {
     crate::config::validate_interface_name(name).is_ok()
@@ -224,7 +179,7 @@ impl Steering {
             let path = dir.join(name);
             let data =
                 MapData::from_pin(&path).map_err(map_err(format!("opening {}", path.display())))?;
-            Map::from_map_data(data).map_err(map_err(format!("opening {}", path.display())))
+            Ok(Map::from_map_data(data).map_err(map_err(format!("opening {}", path.display())))?)
         };
         Ok(Self {
             config: Array::try_from(open(names::CONFIG)?).map_err(map_err(names::CONFIG))?,
@@ -249,7 +204,7 @@ impl Steering {
             return Err(SteerError::BadTunnelName(opts.tunnel.clone()));
         }
         let dir = opts.pin_dir();
-        fs::create_dir_all(&dir).map_err(io_err("creating pin directory", &dir))?;
+        fs::create_dir_all(&dir).map_err(io_error::at("creating pin directory", &dir))?;
         match Self::load_into(opts, &dir) {
             Ok(s) => Ok(s),
             Err(e) => {
@@ -266,12 +221,10 @@ impl Steering {
             .map_err(SteerError::Load)?;
 
         let mut take_pinned = |name: &'static str| -> Result<Map, SteerError> {
-            let map = bpf.take_map(name).ok_or(SteerError::Missing(name))?;
+            let map = bpf.take_map(name).ok_or(BpfError::Missing(name))?;
             let path = dir.join(name);
-            map.pin(&path).map_err(|source| SteerError::Pin {
-                what: path.display().to_string(),
-                source,
-            })?;
+            map.pin(&path)
+                .map_err(pin_err(path.display().to_string()))?;
             Ok(map)
         };
         let mut config_map: Array<MapData, Config> =
@@ -318,11 +271,11 @@ impl Steering {
         drop(guard_maps);
 
         let cg = fs::File::open(&opts.attach_cgroup)
-            .map_err(io_err("opening cgroup", &opts.attach_cgroup))?;
+            .map_err(io_error::at("opening cgroup", &opts.attach_cgroup))?;
         let at = opts.attach_cgroup.display();
         let prog: &mut CgroupSock = bpf
             .program_mut(names::PROG_SOCK_CREATE)
-            .ok_or(SteerError::Missing(names::PROG_SOCK_CREATE))?
+            .ok_or(BpfError::Missing(names::PROG_SOCK_CREATE))?
             .try_into()
             .map_err(prog_err(names::PROG_SOCK_CREATE))?;
         ebpf::load_retrying(|| prog.load()).map_err(prog_err(
@@ -348,7 +301,7 @@ impl Steering {
         ] {
             let prog: &mut CgroupSockAddr = bpf
                 .program_mut(name)
-                .ok_or(SteerError::Missing(name))?
+                .ok_or(BpfError::Missing(name))?
                 .try_into()
                 .map_err(prog_err(name))?;
             ebpf::load_retrying(|| prog.load()).map_err(prog_err(format!("loading {name}")))?;
@@ -386,7 +339,7 @@ impl Steering {
         if !dir.exists() {
             return Ok(false);
         }
-        remove_pins(&dir).map_err(io_err("removing pins", &dir))?;
+        remove_pins(&dir).map_err(io_error::at("removing pins", &dir))?;
         // The per-tunnel parent is ours too; leave it only if others remain.
         let _ = fs::remove_dir(&opts.pin_root);
         Ok(true)
@@ -398,14 +351,17 @@ impl Steering {
     }
 
     pub fn config(&self) -> Result<Config, SteerError> {
-        self.config.get(&0, 0).map_err(map_err("reading config"))
+        Ok(self.config.get(&0, 0).map_err(map_err("reading config"))?)
     }
 
     /// Turns the per-socket aya-log decision lines on or off.
     pub fn set_log_decisions(&mut self, on: bool) -> Result<(), SteerError> {
         let mut c = self.config()?;
         c.log_decisions = u32::from(on);
-        self.config.set(0, c, 0).map_err(map_err("writing config"))
+        self.config
+            .set(0, c, 0)
+            .map_err(map_err("writing config"))?;
+        Ok(())
     }
 
     pub fn add_cgroup(&mut self, cgroup_id: u64, action: SteerAction) -> Result<(), SteerError> {
@@ -415,7 +371,8 @@ impl Steering {
         };
         self.cgroups
             .insert(cgroup_id, rule, 0)
-            .map_err(map_err(format!("adding cgroup {cgroup_id}")))
+            .map_err(map_err(format!("adding cgroup {cgroup_id}")))?;
+        Ok(())
     }
 
     /// Returns whether the cgroup was steered.
@@ -423,7 +380,7 @@ impl Steering {
         match self.cgroups.remove(&cgroup_id) {
             Ok(()) => Ok(true),
             Err(e) if guard::not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing cgroup {cgroup_id}"))(e)),
+            Err(e) => Err(map_err(format!("removing cgroup {cgroup_id}"))(e).into()),
         }
     }
 
@@ -447,7 +404,8 @@ impl Steering {
         };
         self.uids
             .insert(uid, rule, 0)
-            .map_err(map_err(format!("adding uid {uid}")))
+            .map_err(map_err(format!("adding uid {uid}")))?;
+        Ok(())
     }
 
     /// Returns whether the uid was steered.
@@ -455,7 +413,7 @@ impl Steering {
         match self.uids.remove(&uid) {
             Ok(()) => Ok(true),
             Err(e) if guard::not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing uid {uid}"))(e)),
+            Err(e) => Err(map_err(format!("removing uid {uid}"))(e).into()),
         }
     }
 
@@ -470,16 +428,18 @@ impl Steering {
     }
 
     pub fn tunnel_info(&self) -> Result<TunnelInfo, SteerError> {
-        self.tunnel_info
+        Ok(self
+            .tunnel_info
             .get(&0, 0)
-            .map_err(map_err("reading tunnel info"))
+            .map_err(map_err("reading tunnel info"))?)
     }
 
     /// Tells the per-process hooks the tunnel's resolvers and families.
     pub fn set_tunnel_info(&mut self, info: TunnelInfo) -> Result<(), SteerError> {
         self.tunnel_info
             .set(0, info, 0)
-            .map_err(map_err("writing tunnel info"))
+            .map_err(map_err("writing tunnel info"))?;
+        Ok(())
     }
 
     /// Counters of the per-process hooks summed over CPUs.
@@ -555,10 +515,7 @@ fn action_name(action: u32) -> &'static str {
 }
 
 fn pin_program(r: Result<(), aya::pin::PinError>, what: &str) -> Result<(), SteerError> {
-    r.map_err(|source| SteerError::Pin {
-        what: format!("program {what}"),
-        source,
-    })
+    Ok(r.map_err(pin_err(format!("program {what}")))?)
 }
 
 /// Pins a program's link; dropping our handle then leaves it attached.
@@ -567,14 +524,10 @@ fn pin_link(
     dir: &Path,
     name: &str,
 ) -> Result<(), SteerError> {
-    let link = link.map_err(|source| SteerError::Link {
-        what: "the link is not a bpf_link (vpn needs Linux >= 5.7)",
-        source,
-    })?;
-    let pinned: PinnedLink = link.pin(dir.join(name)).map_err(|source| SteerError::Pin {
-        what: name.to_owned(),
-        source,
-    })?;
+    let link = link.map_err(link_err(
+        "the link is not a bpf_link (vpn needs Linux >= 5.7)",
+    ))?;
+    let pinned: PinnedLink = link.pin(dir.join(name)).map_err(pin_err(name))?;
     drop(pinned);
     Ok(())
 }
