@@ -119,7 +119,7 @@ fn ensure_loaded(opts: &Options) -> Result<Steering> {
     if fresh {
         if let Some(ns) = control::query(&daemon::ctl_path(&opts.tunnel))
             .ok()
-            .and_then(|s| s.netns)
+            .and_then(|s| s.info.netns)
         {
             anyhow::bail!(
                 "tunnel {} lives in network namespace {ns} (`up --netns`): everything in \
@@ -137,7 +137,7 @@ fn ensure_loaded(opts: &Options) -> Result<Steering> {
         // A tunnel of that name already running tells the hooks its DNS and
         // families; `steer dns` / `steer ipv6` override.
         if let Ok(status) = control::query(&daemon::ctl_path(&opts.tunnel)) {
-            let info = steer::tunnel_info_from(&status.addresses, &status.dns);
+            let info = steer::tunnel_info_from(&status.info.addresses, &status.info.dns);
             s.set_tunnel_info(info)?;
             println!("tunnel {} is up: {}", opts.tunnel, describe_info(&info));
         }

@@ -232,14 +232,14 @@ fn print_human(iface: &str, s: &DeviceSnapshot) {
         println!("  fwmark: {:#x}", s.fwmark);
     }
     if let Ok(st) = control::query(&daemon::ctl_path(iface)) {
-        if let Some(ns) = &st.netns {
+        if let Some(ns) = &st.info.netns {
             println!("  network namespace: {ns}");
         }
-        if !st.addresses.is_empty() {
-            println!("  addresses: {}", st.addresses.join(", "));
+        if !st.info.addresses.is_empty() {
+            println!("  addresses: {}", st.info.addresses.join(", "));
         }
-        if !st.dns.is_empty() {
-            println!("  dns: {}", st.dns.join(", "));
+        if !st.info.dns.is_empty() {
+            println!("  dns: {}", st.info.dns.join(", "));
         }
         let dropped: u64 = st.drops.values().sum();
         if dropped > 0 {

@@ -17,14 +17,29 @@ use tokio::{io::AsyncWriteExt, net::UnixListener};
 
 use super::{lock, Shared};
 
-/// What the daemon reports about itself.
+/// What the daemon reports about itself: its fixed settings and what
+/// changes while it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    /// Interface name.
-    pub interface: String,
+    /// The settings known at start (flattened: the JSON has one level).
+    #[serde(flatten)]
+    pub info: StaticInfo,
     /// Daemon process id.
     pub pid: u32,
-    /// The config file it was started from.
+    /// UDP listen port.
+    pub listen_port: u16,
+    /// Whether handshakes currently need cookies.
+    pub under_load: bool,
+    /// Dropped packets by reason (engine and device counters).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The fixed part of [`Status`], known at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticInfo {
+    /// Interface name.
+    pub interface: String,
+    /// The config file it was started from (empty for `vpn-wg`).
     pub config: String,
     /// Where the daemon logs (background mode).
     pub log_file: Option<String>,
@@ -41,42 +56,14 @@ pub struct Status {
     /// The network namespace the interface was put in (`up --netns`).
     #[serde(default)]
     pub netns: Option<String>,
-    /// UDP listen port.
-    pub listen_port: u16,
-    /// Whether handshakes currently need cookies.
-    pub under_load: bool,
-    /// Dropped packets by reason (engine and device counters).
-    pub drops: BTreeMap<String, u64>,
-}
-
-/// The fixed part of [`Status`], known at start.
-#[derive(Debug, Clone, Default)]
-pub struct StaticInfo {
-    pub interface: String,
-    pub config: String,
-    pub log_file: Option<String>,
-    pub addresses: Vec<String>,
-    pub mtu: u16,
-    pub table: Option<u32>,
-    pub dns: Vec<String>,
-    pub dns_search: Vec<String>,
-    pub netns: Option<String>,
 }
 
 /// The current status.
 pub fn status(device: &Shared, info: &StaticInfo) -> Status {
     let d = lock(device);
     Status {
-        interface: info.interface.clone(),
+        info: info.clone(),
         pid: std::process::id(),
-        config: info.config.clone(),
-        log_file: info.log_file.clone(),
-        addresses: info.addresses.clone(),
-        mtu: info.mtu,
-        table: info.table,
-        dns: info.dns.clone(),
-        dns_search: info.dns_search.clone(),
-        netns: info.netns.clone(),
         listen_port: d.listen_port(),
         under_load: d.engine.under_load(),
         drops: d.drop_counters().into_iter().collect(),
