@@ -675,48 +675,32 @@ impl Netlink {
         Ok(out)
     }
 
-    /// `ip link set dev <index> netns <fd>`: move a link into the network
-    /// namespace referred to by `netns` (an open `/run/netns/<name>` or
-    /// `/proc/<pid>/ns/net`).
-    ///
-    /// # Errors
-    /// If the kernel refuses.
-    pub async fn move_link_to_netns_fd(&self, index: u32, netns: BorrowedFd<'_>) -> Result<()> {
-        let fd = netns.as_raw_fd();
-        let msg = LinkUnspec::new_with_index(index).setns_by_fd(fd).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(op_err(format!("set link {index} netns fd {fd}")))
-    }
-
-    /// `ip link set dev <index> netns <fd> name <name>`: move a link into
-    /// another namespace and rename it there in one step (so the name only
-    /// has to be free in the target).
+    /// `ip link set dev <index> netns <fd> [name <name>]`: move a link into
+    /// the network namespace referred to by `netns` (an open
+    /// `/run/netns/<name>` or `/proc/<pid>/ns/net`), renaming it there in
+    /// the same step when `name` is given (so the name only has to be free
+    /// in the target).
     ///
     /// # Errors
     /// If the kernel refuses (`EEXIST` when the name is taken there).
-    pub async fn move_link_to_netns_as(
+    pub async fn move_link_to_netns_fd(
         &self,
         index: u32,
         netns: BorrowedFd<'_>,
-        name: &str,
+        name: Option<&str>,
     ) -> Result<()> {
         let fd = netns.as_raw_fd();
-        let msg = LinkUnspec::new_with_index(index)
-            .setns_by_fd(fd)
-            .name(name)
-            .build();
+        let mut msg = LinkUnspec::new_with_index(index).setns_by_fd(fd);
+        if let Some(name) = name {
+            msg = msg.name(name);
+        }
+        let renamed = name.map_or(String::new(), |n| format!(" name {n}"));
         self.handle
             .link()
-            .set(msg)
+            .set(msg.build())
             .execute()
             .await
-            .map_err(op_err(format!(
-                "set link {index} netns fd {fd} name {name}"
-            )))
+            .map_err(op_err(format!("set link {index} netns fd {fd}{renamed}")))
     }
 
     /// `ip link set dev <index> netns <pid>`: move a link into the network
@@ -1149,7 +1133,9 @@ mod tests {
                 let d1 = nl.link_index("d1").await.unwrap();
                 let d2 = nl.link_index("d2").await.unwrap();
                 use std::os::fd::AsFd;
-                nl.move_link_to_netns_fd(d1, b_file.as_fd()).await.unwrap();
+                nl.move_link_to_netns_fd(d1, b_file.as_fd(), None)
+                    .await
+                    .unwrap();
                 // `ip netns exec` execs sleep in the same pid once set up.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
                 loop {

@@ -160,43 +160,21 @@ fn open_netns_file(path: &Path, shown: &str) -> Result<Netns, NetnsError> {
         target: shown.to_owned(),
         source,
     })?;
-    // NS_GET_NSTYPE (_IO(0xb7, 0x3)) says which kind of namespace this is.
+    // NS_GET_NSTYPE (_IO(0xb7, 0x3), Linux >= 4.11) says which kind of
+    // namespace this is; on a file that is no namespace it fails (ENOTTY).
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: an ioctl without arguments on a descriptor we own.
     let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
-    if kind >= 0 && kind != libc::CLONE_NEWNET {
+    if kind != libc::CLONE_NEWNET {
         return Err(NetnsError::NotNetns {
             target: shown.to_owned(),
             path: path.display().to_string(),
         });
     }
-    if kind < 0 {
-        // Not a namespace file at all (or a kernel without NS_GET_NSTYPE:
-        // then setns itself checks the type).
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTTY) && !is_nsfs(&file) {
-            return Err(NetnsError::NotNetns {
-                target: shown.to_owned(),
-                path: path.display().to_string(),
-            });
-        }
-    }
     Ok(Netns {
         file,
         shown: shown.to_owned(),
     })
-}
-
-fn is_nsfs(file: &File) -> bool {
-    // NSFS_MAGIC
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    // SAFETY: statfs fills the struct we pass.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out-pointer.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
-    #[allow(clippy::useless_conversion, reason = "f_type's type differs by arch")]
-    let magic = i64::from(st.f_type);
-    rc == 0 && magic == NSFS_MAGIC
 }
 
 /// An open network namespace.

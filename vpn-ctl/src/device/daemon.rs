@@ -554,7 +554,7 @@ async fn open_tun(iface: &str, ns: Option<&Netns>) -> Result<(Tun, u32), UpError
         vnet_hdr: true,
     })?;
     Netlink::new()?
-        .move_link_to_netns_as(tun.ifindex(), ns.fd(), iface)
+        .move_link_to_netns_fd(tun.ifindex(), ns.fd(), Some(iface))
         .await?;
     let index = ns.run(|| ifindex(iface))?;
     if index == 0 {
