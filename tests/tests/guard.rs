@@ -5,11 +5,11 @@
 //! ```text
 //!                 client namespace                          wan namespace
 //!  ┌─────────────────────────────────────────────┐   ┌──────────────────────────┐
-//!  │ cgroup steered/ ── sock_create marks M      │   │ 198.18.9.9, 2001:db8:9::9│
+//!  │ cgroup steered/ ── sock_create marks M      │   │ 198.18.9.9, fd09:9::9│
 //!  │ cgroup plain/                               │   │ on lo                    │
 //!  │ no tunnel, no fwmark rule: everything is    │   │                          │
 //!  │ routed by eth0 ("tunnel cut")               │   │                          │
-//!  │ eth0 10.77.1.1/24 fd77:1::1/64 ─[tc guard]──┼───┼─ eth0 10.77.1.2 fd77:1::2│
+//!  │ eth0 198.18.71.1/24 fd77:1::1/64 ─[tc guard]──┼───┼─ eth0 198.18.71.2 fd77:1::2│
 //!  └─────────────────────────────────────────────┘   └──────────────────────────┘
 //! ```
 //! Steered processes must put zero plaintext packets on the wire (IPv4 and
@@ -50,10 +50,10 @@ fn world() -> World {
     h::veth(
         &client,
         "eth0",
-        &["10.77.1.1/24"],
+        &["198.18.71.1/24"],
         &wan,
         "eth0",
-        &["10.77.1.2/24"],
+        &["198.18.71.2/24"],
     )
     .unwrap();
     client
@@ -63,13 +63,13 @@ fn world() -> World {
         .unwrap();
     wan.ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])
         .unwrap();
-    wan.ip(&["-6", "addr", "add", "2001:db8:9::9/128", "dev", "lo"])
+    wan.ip(&["-6", "addr", "add", "fd09:9::9/128", "dev", "lo"])
         .unwrap();
     client
-        .ip(&["route", "add", "198.18.9.0/24", "via", "10.77.1.2"])
+        .ip(&["route", "add", "198.18.9.0/24", "via", "198.18.71.2"])
         .unwrap();
     client
-        .ip(&["-6", "route", "add", "2001:db8:9::/64", "via", "fd77:1::2"])
+        .ip(&["-6", "route", "add", "fd09:9::/64", "via", "fd77:1::2"])
         .unwrap();
     let root = Cgroup::new().unwrap();
     let steered = root.child("steered").unwrap();
@@ -221,9 +221,9 @@ fn guard_blocks_steered_plaintext_and_reports_it() {
     let filter = "udp portrange 9000-9011 or tcp portrange 9000-9011";
     let cap = Capture::start(&w.client, "eth0", filter).unwrap();
     let pid = send(&w, &w.steered, "198.18.9.9", 9000, 3);
-    let pid6 = send(&w, &w.steered, "2001:db8:9::9", 9004, 2);
+    let pid6 = send(&w, &w.steered, "fd09:9::9", 9004, 2);
     send(&w, &w.plain, "198.18.9.9", 9001, 3);
-    send(&w, &w.plain, "2001:db8:9::9", 9005, 2);
+    send(&w, &w.plain, "fd09:9::9", 9005, 2);
     let lines = cap.finish().unwrap();
     eprintln!("on the uplink:\n{}", lines.join("\n"));
     for port in [9000, 9002, 9004, 9006] {
@@ -265,7 +265,7 @@ fn guard_blocks_steered_plaintext_and_reports_it() {
     );
     let v6 = evs.iter().find(|e| e.dport == 9004).expect("IPv6 event");
     assert_eq!(v6.pid, pid6);
-    assert_eq!(Leak(v6).destination().to_string(), "2001:db8:9::9");
+    assert_eq!(Leak(v6).destination().to_string(), "fd09:9::9");
 
     let sources = maps.sources().unwrap();
     let s = sources
@@ -296,7 +296,7 @@ fn guard_blocks_steered_plaintext_and_reports_it() {
         .add_prefix("fd77:1::1".parse().unwrap(), 128, SteerAction::Include)
         .unwrap();
     let cap = Capture::start(&w.client, "eth0", filter).unwrap();
-    send(&w, &w.plain, "2001:db8:9::9", 9005, 2);
+    send(&w, &w.plain, "fd09:9::9", 9005, 2);
     let lines = cap.finish().unwrap();
     assert_eq!(seen(&lines, 9005), 0, "source prefix steered");
 
@@ -329,7 +329,7 @@ fn guard_blocks_steered_plaintext_and_reports_it() {
 /// A container behind a veth, forwarded by the client namespace:
 ///
 /// ```text
-///  container ── eth0 10.78.0.2 ─── ve0 10.78.0.1 ─ client ─ eth0 ── wan  (main table)
+///  container ── eth0 198.18.78.2 ─── ve0 198.18.78.1 ─ client ─ eth0 ── wan  (main table)
 ///                                  [tc ingress]         └─ eth1 ── side (table 30318,
 ///                                                          [guard on eth0]  fwmark M)
 /// ```
@@ -362,35 +362,35 @@ fn forward_world() -> Forward {
     h::veth(
         &container,
         "eth0",
-        &["10.78.0.2/24"],
+        &["198.18.78.2/24"],
         &client,
         "ve0",
-        &["10.78.0.1/24"],
+        &["198.18.78.1/24"],
     )
     .unwrap();
     h::veth(
         &client,
         "eth0",
-        &["10.77.1.1/24"],
+        &["198.18.71.1/24"],
         &wan,
         "eth0",
-        &["10.77.1.2/24"],
+        &["198.18.71.2/24"],
     )
     .unwrap();
     h::veth(
         &client,
         "eth1",
-        &["10.77.2.1/24"],
+        &["198.18.72.1/24"],
         &side,
         "eth0",
-        &["10.77.2.2/24"],
+        &["198.18.72.2/24"],
     )
     .unwrap();
     container
-        .ip(&["route", "add", "default", "via", "10.78.0.1"])
+        .ip(&["route", "add", "default", "via", "198.18.78.1"])
         .unwrap();
     client
-        .ip(&["route", "add", "198.18.9.0/24", "via", "10.77.1.2"])
+        .ip(&["route", "add", "198.18.9.0/24", "via", "198.18.71.2"])
         .unwrap();
     client
         .ip(&[
@@ -398,7 +398,7 @@ fn forward_world() -> Forward {
             "add",
             "198.18.9.0/24",
             "via",
-            "10.77.2.2",
+            "198.18.72.2",
             "table",
             "30318",
         ])
@@ -409,10 +409,11 @@ fn forward_world() -> Forward {
     client
         .sh("sysctl -qw net.ipv4.conf.all.forwarding=1")
         .unwrap();
-    for (ns, gw) in [(&wan, "10.77.1.1"), (&side, "10.77.2.1")] {
+    for (ns, gw) in [(&wan, "198.18.71.1"), (&side, "198.18.72.1")] {
         ns.ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])
             .unwrap();
-        ns.ip(&["route", "add", "10.78.0.0/24", "via", gw]).unwrap();
+        ns.ip(&["route", "add", "198.18.78.0/24", "via", gw])
+            .unwrap();
     }
     let pins = PinRoot::new().unwrap();
     fs::create_dir_all(pins.path()).unwrap();
@@ -462,7 +463,7 @@ fn forwarded_sources_are_marked_by_interface_and_prefix_and_guarded() {
     maps.del_iface(ve0).unwrap();
     assert_eq!(forwarded(&f, 9102), (2, 0));
 
-    maps.add_prefix("10.78.0.0".parse().unwrap(), 24, SteerAction::Include)
+    maps.add_prefix("198.18.78.0".parse().unwrap(), 24, SteerAction::Include)
         .unwrap();
     assert_eq!(
         forwarded(&f, 9103),
@@ -470,7 +471,7 @@ fn forwarded_sources_are_marked_by_interface_and_prefix_and_guarded() {
         "steered by source prefix: side"
     );
     let sources = maps.sources().unwrap();
-    let s = sources.iter().find(|s| s.source == "10.78.0.2").unwrap();
+    let s = sources.iter().find(|s| s.source == "198.18.78.2").unwrap();
     assert!(s.steered_packets >= 4, "{sources:?}");
 
     // Tunnel cut: without the fwmark rule the marked packets would take the
@@ -483,15 +484,15 @@ fn forwarded_sources_are_marked_by_interface_and_prefix_and_guarded() {
     let evs = events.collect(Duration::from_secs(2), 8).unwrap();
     let e = evs.iter().find(|e| e.dport == 9104).expect("leak event");
     assert_eq!((e.pid, e.cgroup_id), (0, 0), "forwarded: no local process");
-    assert_eq!(Leak(e).source().to_string(), "10.78.0.2");
+    assert_eq!(Leak(e).source().to_string(), "198.18.78.2");
     assert_eq!(
         Leak(e).via("eth0").to_string(),
-        "blocked: 10.78.0.2 → 198.18.9.9:9104 via eth0 (udp, steered by mark)"
+        "blocked: 198.18.78.2 → 198.18.9.9:9104 via eth0 (udp, steered by mark)"
     );
 
     // An exclude rule for the host wins over the interface: direct again.
     maps.add_iface(ve0, SteerAction::Include).unwrap();
-    maps.add_prefix("10.78.0.2".parse().unwrap(), 32, SteerAction::Exclude)
+    maps.add_prefix("198.18.78.2".parse().unwrap(), 32, SteerAction::Exclude)
         .unwrap();
     assert_eq!(forwarded(&f, 9105), (2, 0), "excluded: direct, not blocked");
 
@@ -521,7 +522,7 @@ fn xdp_filter_keeps_garbage_from_the_tunnel_socket() {
         r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.77.1.1", 51820))
+s.bind(("198.18.71.1", 51820))
 print("ready", flush=True)
 s.settimeout(2)
 n = 0
@@ -540,7 +541,7 @@ except socket.timeout:
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for m in [b"\x04" + bytes(31), b"\x01" + bytes(147), b"GET / HTTP/1.1\r\n\r\n", b"\x04\x00\x00\x01" + bytes(28), b"\x01" + bytes(100)]:
-    s.sendto(m, ("10.77.1.1", 51820))
+    s.sendto(m, ("198.18.71.1", 51820))
 '"#)
         .unwrap();
     rx.wait(Duration::from_secs(5)).unwrap();
@@ -568,7 +569,7 @@ for m in [b"\x04" + bytes(31), b"\x01" + bytes(147), b"GET / HTTP/1.1\r\n\r\n", 
     w.wan
         .sh(r#"python3 -c '
 import socket
-socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"junk", ("10.77.1.1", 51820))
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"junk", ("198.18.71.1", 51820))
 '"#)
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -597,8 +598,8 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
     let mut maps = Maps::open(pins.path()).unwrap();
     maps.set_tunnel_port(51820).unwrap();
     let frame = guard::eth_frame(
-        "10.0.0.2".parse().unwrap(),
-        "10.0.0.1".parse().unwrap(),
+        "198.18.70.2".parse().unwrap(),
+        "198.18.70.1".parse().unwrap(),
         17,
         1,
         51820,
