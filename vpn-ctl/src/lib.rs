@@ -3,7 +3,6 @@
 //! The `vpn-ctl` binary is a thin clap front end over these modules.
 
 pub mod aead;
-pub mod allowed_ips;
 pub mod cgroup;
 pub mod checksum;
 pub mod config;
@@ -17,7 +16,6 @@ pub mod keys;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
-pub mod noise;
 pub mod process;
 pub mod routing;
 pub mod steer;

@@ -14,7 +14,7 @@
 //!
 //! Nothing is allocated per packet: every buffer is made when the thread
 //! starts. The engine's pending transmissions are drained after every call
-//! ([`Engine::poll_transmit`](crate::noise::Engine::poll_transmit)).
+//! ([`Engine::poll_transmit`](vpn_noise::Engine::poll_transmit)).
 //!
 //! Cookie mode: when `recvmmsg` comes back full [`UNDER_LOAD_BATCHES`]
 //! times in a row the receive backlog is deep, and the engine is put under
@@ -34,10 +34,10 @@ use std::{
 };
 
 use tokio::sync::Notify;
+use vpn_noise::Action;
 
 use super::{gro::Gro, icmp, lock, Counters, Shared};
 use crate::{
-    noise::Action,
     tun::{gso_split, Tun, VirtioNetHdr},
     udp::{DualStack, RecvBatch, SendBatch, UdpSocket, MAX_GRO_SIZE},
 };

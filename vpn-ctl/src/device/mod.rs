@@ -36,11 +36,11 @@ use std::{
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, SeedableRng};
+use vpn_noise::{Engine, Error};
 
 use crate::{
     config::IpPrefix,
     keys::{PresharedKey, PrivateKey, PublicKey},
-    noise::{Engine, Error},
     uapi::{DeviceSnapshot, PeerSnapshot, SetRequest, UapiDevice, UapiError},
     udp::{self, DualStack, UdpOptions},
 };

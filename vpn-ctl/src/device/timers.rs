@@ -4,8 +4,8 @@
 //! the data path or the UAPI is picked up soon) and sends what the engine
 //! wants sent.
 //!
-//! [`Engine::handle_timeout`]: crate::noise::Engine::handle_timeout
-//! [`Engine::poll_timeout`]: crate::noise::Engine::poll_timeout
+//! [`Engine::handle_timeout`]: vpn_noise::Engine::handle_timeout
+//! [`Engine::poll_timeout`]: vpn_noise::Engine::poll_timeout
 
 use std::{
     io,

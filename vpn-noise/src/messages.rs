@@ -5,7 +5,7 @@
 //! type word (type byte plus three zero reserved bytes) before reading any
 //! field, in the spirit of smoltcp's `new_checked`.
 
-use super::crypto::{KEY_LEN, MAC_LEN, TAG_LEN, TAI64N_LEN, XNONCE_LEN};
+use std::time::Duration;
 
 /// Message type of a handshake initiation.
 pub const MESSAGE_INITIATION: u8 = 1;
@@ -32,6 +32,85 @@ pub const DATA_MIN_LEN: usize = DATA_HEADER_LEN + TAG_LEN;
 pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
 /// Plaintext of data messages is padded to a multiple of this.
 pub const PADDING_MULTIPLE: usize = 16;
+
+// Lengths of keys, tags and nonces (`NOISE_*_LEN`).
+
+/// Length of symmetric keys, hashes and X25519 keys.
+pub const KEY_LEN: usize = 32;
+/// Length of a Poly1305 tag.
+pub const TAG_LEN: usize = 16;
+/// Length of `MAC` output (mac1, mac2, cookies).
+pub const MAC_LEN: usize = 16;
+/// Length of a TAI64N timestamp.
+pub const TAI64N_LEN: usize = 12;
+/// Length of an XChaCha20 nonce.
+pub const XNONCE_LEN: usize = 24;
+
+// The Noise construction.
+
+/// Noise protocol name: `CONSTRUCTION`.
+pub const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
+/// WireGuard's prologue: `IDENTIFIER`.
+pub const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
+/// `INITIATIONS_PER_SECOND`: initiations faster than this are a flood.
+pub const INITIATIONS_PER_SECOND: u32 = 50;
+
+// Cookies (`cookie.h`).
+
+/// `LABEL-MAC1`.
+pub const LABEL_MAC1: &[u8] = b"mac1----";
+/// `LABEL-COOKIE`.
+pub const LABEL_COOKIE: &[u8] = b"cookie--";
+/// The responder's secret `R` changes this often; cookies live this long.
+pub const COOKIE_SECRET_MAX_AGE: Duration = Duration::from_secs(120);
+/// A sender stops using a cookie this long before it would expire.
+pub const COOKIE_SECRET_LATENCY: Duration = Duration::from_secs(5);
+
+// Timers and limits (whitepaper §6).
+
+/// Initiate a new handshake after this many messages on one key.
+pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+/// Never send or accept this many messages on one key.
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - COUNTER_WINDOW_SIZE - 1;
+/// The initiator rekeys a session this old when sending.
+pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+/// Sessions older than this are unusable.
+pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
+/// Give up retrying a handshake after this long.
+pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
+/// Retry an unanswered initiation after this (plus jitter).
+pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of the random jitter added to `REKEY_TIMEOUT`.
+pub const REKEY_TIMEOUT_JITTER_MAX: Duration = Duration::from_millis(333);
+/// Send a keepalive if we received data and sent nothing for this long.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `REKEY_ATTEMPT_TIME / REKEY_TIMEOUT`: retries before giving up.
+pub const MAX_TIMER_HANDSHAKES: u32 = 18;
+
+// Queues.
+
+/// Packets kept per peer while waiting for a handshake (oldest dropped).
+pub const MAX_QUEUED_PACKETS: usize = 128;
+
+// The replay window (`counter_values`).
+
+/// Size of the bitmap.
+pub const COUNTER_BITS_TOTAL: u64 = 2048;
+/// One word is spare so the window can slide without losing bits.
+pub const COUNTER_REDUNDANT_BITS: u64 = u64::BITS as u64;
+/// How far behind the newest counter a packet may arrive.
+pub const COUNTER_WINDOW_SIZE: u64 = COUNTER_BITS_TOTAL - COUNTER_REDUNDANT_BITS;
+
+// The handshake rate limiter (`ratelimiter.c`).
+
+/// Sustained rate per source.
+pub const PACKETS_PER_SECOND: u64 = 20;
+/// Burst allowance per source.
+pub const PACKETS_BURSTABLE: u64 = 5;
+/// Entries idle this long are dropped by [`RateLimiter::gc`].
+pub const GC_AGE: Duration = Duration::from_secs(1);
+/// Hard cap on tracked sources; beyond it new sources are refused.
+pub const MAX_ENTRIES: usize = 65_536;
 
 /// Field ranges of the initiation.
 pub mod initiation {

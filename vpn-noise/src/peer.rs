@@ -14,17 +14,14 @@ use std::time::{Duration, Instant};
 use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::PublicKey;
 
-use super::cookie::CookieState;
-use super::crypto::Tai64N;
-use super::handshake::{Handshake, StaticIdentity, TransportKeys};
-use super::messages::{Data, INITIATION_LEN};
-use super::session::{Session, SessionError};
-use super::timers::{
-    TimerEvent, Timers, KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME, REKEY_TIMEOUT,
-};
-
-/// Packets kept per peer while waiting for a handshake (oldest dropped).
-pub const MAX_QUEUED_PACKETS: usize = 128;
+use crate::cookie::CookieState;
+use crate::crypto::Tai64N;
+use crate::handshake::{Handshake, StaticIdentity, TransportKeys};
+use crate::messages::MAX_QUEUED_PACKETS;
+use crate::messages::{Data, INITIATION_LEN};
+use crate::messages::{KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME, REKEY_TIMEOUT};
+use crate::session::{Session, SessionError};
+use crate::timers::{TimerEvent, Timers};
 
 /// A stable handle for a peer inside an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,7 +5,7 @@
 //! response; as responder it finishes consuming an initiation (after
 //! [`begin_consume_initiation`] has decrypted the initiator's static key so the
 //! caller can find the peer) and creates the response. mac1/mac2 are added and
-//! checked by the [`cookie`](super::cookie) module, not here.
+//! checked by the [`cookie`](crate::cookie) module, not here.
 //!
 //! A responder does not clobber its own in-flight initiation, so both sides
 //! initiating at once still completes.
@@ -16,17 +16,10 @@ use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::crypto::{
-    aead_open, aead_seal, dh, hash, kdf1, kdf2, kdf3, Tai64N, KEY_LEN, TAI64N_LEN,
-};
-use super::messages::{Initiation, Response};
-
-/// Noise protocol name: `CONSTRUCTION`.
-pub const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
-/// WireGuard's prologue: `IDENTIFIER`.
-pub const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
-/// `INITIATIONS_PER_SECOND`: initiations faster than this are a flood.
-pub const INITIATIONS_PER_SECOND: u32 = 50;
+use crate::crypto::{aead_open, aead_seal, dh, hash, kdf1, kdf2, kdf3, Tai64N};
+use crate::messages::{Initiation, Response};
+use crate::messages::{CONSTRUCTION, IDENTIFIER, INITIATIONS_PER_SECOND};
+use crate::messages::{KEY_LEN, TAI64N_LEN};
 
 /// `HASH(CONSTRUCTION)`, the initial chaining key.
 #[must_use]
@@ -433,7 +426,7 @@ impl Handshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::crypto::tests::hex;
+    use crate::crypto::tests::hex;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

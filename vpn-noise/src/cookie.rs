@@ -7,23 +7,16 @@
 //! (one per peer): it adds mac1 and, while a fresh cookie is held, mac2.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::PublicKey;
 use zeroize::Zeroizing;
 
-use super::crypto::{ct_eq, hash, mac, xaead_open, xaead_seal, KEY_LEN, MAC_LEN, XNONCE_LEN};
-use super::messages::{mac_offsets, CookieReply};
-
-/// `LABEL-MAC1`.
-pub const LABEL_MAC1: &[u8] = b"mac1----";
-/// `LABEL-COOKIE`.
-pub const LABEL_COOKIE: &[u8] = b"cookie--";
-/// The responder's secret `R` changes this often; cookies live this long.
-pub const COOKIE_SECRET_MAX_AGE: Duration = Duration::from_secs(120);
-/// A sender stops using a cookie this long before it would expire.
-pub const COOKIE_SECRET_LATENCY: Duration = Duration::from_secs(5);
+use crate::crypto::{ct_eq, hash, mac, xaead_open, xaead_seal};
+use crate::messages::{mac_offsets, CookieReply};
+use crate::messages::{COOKIE_SECRET_LATENCY, COOKIE_SECRET_MAX_AGE, LABEL_COOKIE, LABEL_MAC1};
+use crate::messages::{KEY_LEN, MAC_LEN, XNONCE_LEN};
 
 /// Outcome of checking the MACs of an incoming handshake message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,9 +228,10 @@ impl CookieState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::messages::{Initiation, INITIATION_LEN};
+    use crate::messages::{Initiation, INITIATION_LEN};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use std::time::Duration;
     use x25519_dalek::StaticSecret;
 
     #[test]

@@ -2,20 +2,13 @@
 //! kernel's `ratelimiter.c`: 20 packets per second with a burst of 5, keyed
 //! by IPv4 address or IPv6 /64.
 
+use crate::messages::{GC_AGE, MAX_ENTRIES, PACKETS_BURSTABLE, PACKETS_PER_SECOND};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Sustained rate per source.
-pub const PACKETS_PER_SECOND: u64 = 20;
-/// Burst allowance per source.
-pub const PACKETS_BURSTABLE: u64 = 5;
 const PACKET_COST: u64 = 1_000_000_000 / PACKETS_PER_SECOND;
 const TOKEN_MAX: u64 = PACKET_COST * PACKETS_BURSTABLE;
-/// Entries idle this long are dropped by [`RateLimiter::gc`].
-pub const GC_AGE: Duration = Duration::from_secs(1);
-/// Hard cap on tracked sources; beyond it new sources are refused.
-pub const MAX_ENTRIES: usize = 65_536;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -90,6 +83,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn burst_then_rate() {

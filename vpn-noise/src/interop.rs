@@ -13,7 +13,7 @@ use boringtun::x25519;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::engine::{Action, Engine};
+use crate::engine::{Action, Engine};
 
 const OUR_IP: [u8; 4] = [10, 0, 0, 1];
 const THEIR_IP: [u8; 4] = [10, 0, 0, 2];

@@ -5,15 +5,10 @@
 //! Call [`ReplayWindow::check_and_update`] only after the packet decrypted,
 //! so forged packets cannot move the window.
 
-use super::timers::REJECT_AFTER_MESSAGES;
+use crate::messages::REJECT_AFTER_MESSAGES;
+use crate::messages::{COUNTER_BITS_TOTAL, COUNTER_WINDOW_SIZE};
 
 const WORD_BITS: u64 = u64::BITS as u64;
-/// Size of the bitmap.
-pub const COUNTER_BITS_TOTAL: u64 = 2048;
-/// One word is spare so the window can slide without losing bits.
-pub const COUNTER_REDUNDANT_BITS: u64 = WORD_BITS;
-/// How far behind the newest counter a packet may arrive.
-pub const COUNTER_WINDOW_SIZE: u64 = COUNTER_BITS_TOTAL - COUNTER_REDUNDANT_BITS;
 const WORDS: usize = (COUNTER_BITS_TOTAL / WORD_BITS) as usize;
 
 /// The receive window of one session.

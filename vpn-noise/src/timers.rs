@@ -1,4 +1,5 @@
-//! Protocol constants (whitepaper §6) and the per-peer timer table.
+//! The per-peer timer table (the protocol's timer constants, whitepaper §6,
+//! are in `messages`).
 //!
 //! Each timer is an optional deadline. Hooks are named after the events that
 //! call them, as in the kernel's `timers.c`; [`Timers::pop_expired`] yields
@@ -8,26 +9,9 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
-use super::replay::COUNTER_WINDOW_SIZE;
-
-/// Initiate a new handshake after this many messages on one key.
-pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
-/// Never send or accept this many messages on one key.
-pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - COUNTER_WINDOW_SIZE - 1;
-/// The initiator rekeys a session this old when sending.
-pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
-/// Sessions older than this are unusable.
-pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
-/// Give up retrying a handshake after this long.
-pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
-/// Retry an unanswered initiation after this (plus jitter).
-pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound of the random jitter added to `REKEY_TIMEOUT`.
-pub const REKEY_TIMEOUT_JITTER_MAX: Duration = Duration::from_millis(333);
-/// Send a keepalive if we received data and sent nothing for this long.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// `REKEY_ATTEMPT_TIME / REKEY_TIMEOUT`: retries before giving up.
-pub const MAX_TIMER_HANDSHAKES: u32 = 18;
+use crate::messages::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX,
+};
 
 /// Which timer expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +179,9 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::{
+        MAX_TIMER_HANDSHAKES, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES, REKEY_ATTEMPT_TIME,
+    };
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

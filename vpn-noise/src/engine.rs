@@ -22,14 +22,14 @@ use std::time::{Duration, Instant, SystemTime};
 use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::PublicKey;
 
-use super::cookie::{CookieChecker, MacState};
-use super::crypto::Tai64N;
-use super::handshake::{begin_consume_initiation, HandshakeError, StaticIdentity};
-use super::messages::{Message, COOKIE_REPLY_LEN, RESPONSE_LEN};
-use super::peer::{IndexTable, Peer, PeerId, ReceiveError};
-use super::ratelimit::RateLimiter;
-use super::session::SessionError;
 use crate::allowed_ips::{AllowedIps, BadPrefix};
+use crate::cookie::{CookieChecker, MacState};
+use crate::crypto::Tai64N;
+use crate::handshake::{begin_consume_initiation, HandshakeError, StaticIdentity};
+use crate::messages::{Message, COOKIE_REPLY_LEN, RESPONSE_LEN};
+use crate::peer::{IndexTable, Peer, PeerId, ReceiveError};
+use crate::ratelimit::RateLimiter;
+use crate::session::SessionError;
 
 /// Why a packet was dropped. Each kind is counted ([`Engine::error_count`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -531,7 +531,7 @@ impl<R: RngCore + CryptoRng> Engine<R> {
     fn handle_initiation(
         &mut self,
         from: SocketAddr,
-        m: &super::messages::Initiation,
+        m: &crate::messages::Initiation,
         datagram_len: usize,
         out: &mut [u8],
         now: Instant,
@@ -572,7 +572,7 @@ impl<R: RngCore + CryptoRng> Engine<R> {
     fn handle_response(
         &mut self,
         from: SocketAddr,
-        m: &super::messages::Response,
+        m: &crate::messages::Response,
         datagram_len: usize,
         now: Instant,
     ) -> Action {
@@ -681,10 +681,10 @@ impl<R: RngCore + CryptoRng> Engine<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::messages::{
+    use crate::messages::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME};
+    use crate::messages::{
         MESSAGE_COOKIE_REPLY, MESSAGE_DATA, MESSAGE_INITIATION, MESSAGE_RESPONSE,
     };
-    use crate::noise::timers::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
     use std::collections::VecDeque;
@@ -1227,7 +1227,7 @@ mod tests {
             .request_initiation(later, false);
         let t = p.a.poll_transmit(&mut buf, later).unwrap();
         let good = buf[..t.len].to_vec();
-        for i in 0..crate::noise::messages::initiation::MAC2.start {
+        for i in 0..crate::messages::initiation::MAC2.start {
             let mut bad = good.clone();
             bad[i] ^= 0x40;
             let a = p.b.handle_datagram(from, &bad, &mut out, later);

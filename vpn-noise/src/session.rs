@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use zeroize::Zeroizing;
 
-use super::crypto::{aead_open_in_place, aead_seal_in_place, KEY_LEN, TAG_LEN};
-use super::handshake::TransportKeys;
-use super::messages::{data_len, write_data_header, Data, DATA_HEADER_LEN};
-use super::replay::ReplayWindow;
-use super::timers::{
+use crate::crypto::{aead_open_in_place, aead_seal_in_place};
+use crate::handshake::TransportKeys;
+use crate::messages::{data_len, write_data_header, Data, DATA_HEADER_LEN};
+use crate::messages::{KEY_LEN, TAG_LEN};
+use crate::messages::{
     REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
 };
+use crate::replay::ReplayWindow;
 
 /// Why a data message could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

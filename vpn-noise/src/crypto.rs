@@ -9,6 +9,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::messages::{KEY_LEN, MAC_LEN, TAG_LEN, TAI64N_LEN, XNONCE_LEN};
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
@@ -17,17 +18,6 @@ use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use hmac::SimpleHmac;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
-
-/// Length of symmetric keys, hashes and X25519 keys.
-pub const KEY_LEN: usize = 32;
-/// Length of a Poly1305 tag.
-pub const TAG_LEN: usize = 16;
-/// Length of `MAC` output (mac1, mac2, cookies).
-pub const MAC_LEN: usize = 16;
-/// Length of a TAI64N timestamp.
-pub const TAI64N_LEN: usize = 12;
-/// Length of an XChaCha20 nonce.
-pub const XNONCE_LEN: usize = 24;
 
 /// A 32-byte secret that is wiped on drop.
 pub type SecretKey = Zeroizing<[u8; KEY_LEN]>;
