@@ -30,7 +30,7 @@ use aya::{
 };
 use netns_harness::{self as h, Capture, Cgroup, Netns, PinRoot};
 use vpn_common::{names, Config, SteerAction, SteerRule};
-use vpn_ctl::guard::{self, Events, Hook, Leak, Maps};
+use vpn_ctl::steer::guard::{self, Events, Hook, Leak, Maps};
 
 const MARK: u32 = 0x1000_0000;
 
@@ -91,7 +91,9 @@ fn world() -> World {
 /// tree `root` (owned link: gone when the `Ebpf` is dropped), guard maps
 /// pinned under `pins`.
 fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Events) {
-    let mut bpf = EbpfLoader::new().load(vpn_ctl::ebpf::OBJECT).unwrap();
+    let mut bpf = EbpfLoader::new()
+        .load(vpn_ctl::steer::object::OBJECT)
+        .unwrap();
     let mut config: Array<MapData, Config> =
         Array::try_from(bpf.take_map(names::CONFIG).unwrap()).unwrap();
     config
@@ -124,7 +126,7 @@ fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Ev
         .unwrap()
         .try_into()
         .unwrap();
-    vpn_ctl::ebpf::load_retrying(|| sc.load()).unwrap();
+    vpn_ctl::steer::object::load_retrying(|| sc.load()).unwrap();
     sc.attach(File::open(root.path()).unwrap(), CgroupAttachMode::Single)
         .unwrap();
     (bpf, maps, events)
@@ -585,7 +587,9 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
     h::require_root();
     let pins = PinRoot::new().unwrap();
     fs::create_dir_all(pins.path()).unwrap();
-    let mut bpf = EbpfLoader::new().load(vpn_ctl::ebpf::OBJECT).unwrap();
+    let mut bpf = EbpfLoader::new()
+        .load(vpn_ctl::steer::object::OBJECT)
+        .unwrap();
     drop(Maps::take(&mut bpf, Some(pins.path())).unwrap());
     drop(Events::take(&mut bpf, Some(pins.path())).unwrap());
     guard::load_programs(&mut bpf).unwrap();
@@ -594,7 +598,7 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
         .unwrap()
         .try_into()
         .unwrap();
-    vpn_ctl::ebpf::load_retrying(|| sc.load()).unwrap();
+    vpn_ctl::steer::object::load_retrying(|| sc.load()).unwrap();
     let mut maps = Maps::open(pins.path()).unwrap();
     maps.set_tunnel_port(51820).unwrap();
     let frame = guard::eth_frame(

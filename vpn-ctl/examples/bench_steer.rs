@@ -32,7 +32,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use vpn_common::{names, Config, SteerAction};
-use vpn_ctl::guard::{self, Hook, Maps};
+use vpn_ctl::steer::guard::{self, Hook, Maps};
 
 const MARK: u32 = 0x1000_0000;
 const COUNTS: [u32; 3] = [1, 100, 10_000];
@@ -74,7 +74,7 @@ fn opts() -> Result<Opts> {
 
 fn load() -> Result<(Ebpf, Maps)> {
     let mut bpf = EbpfLoader::new()
-        .load(vpn_ctl::ebpf::OBJECT)
+        .load(vpn_ctl::steer::object::OBJECT)
         .context("loading vpn's eBPF object")?;
     let mut config: Array<MapData, Config> = Array::try_from(
         bpf.take_map(names::CONFIG)

@@ -4,22 +4,16 @@
 
 pub mod aead;
 pub mod allowed_ips;
-pub mod cgroup;
 pub mod checksum;
 pub mod config;
 pub mod device;
 pub mod doctor;
-pub mod ebpf;
-pub mod forward;
-pub mod guard;
 pub mod io_error;
 pub mod keys;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod noise;
-pub mod process;
-pub mod routing;
 pub mod steer;
 pub mod tun;
 pub mod uapi;

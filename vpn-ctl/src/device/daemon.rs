@@ -494,9 +494,9 @@ async fn daemon(
 /// in the table). The default priority and mark are repaired; a priority
 /// taken meanwhile by someone else is left alone, with a warning.
 async fn repair_policy(nl: &Netlink, table: u32) {
-    let policy = crate::routing::Policy {
+    let policy = crate::steer::policy::Policy {
         table,
-        priority: crate::routing::DEFAULT_PRIORITY,
+        priority: crate::steer::policy::DEFAULT_PRIORITY,
         mark: crate::steer::DEFAULT_MARK,
         mask: crate::steer::DEFAULT_MARK,
         direct_mark: crate::steer::DEFAULT_DIRECT_MARK,

@@ -37,8 +37,8 @@ use std::{
 };
 
 use crate::{
-    ebpf::{link_err, map_err, pin_err, prog_err, BpfError},
     io_error,
+    steer::object::{link_err, map_err, pin_err, prog_err, BpfError},
 };
 use aya::{
     maps::{
@@ -155,7 +155,7 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<(), GuardError> {
     for hook in [Hook::Guard, Hook::Ingress] {
         let prog = program_mut(bpf, hook)?;
         if prog.fd().is_err() {
-            crate::ebpf::load_retrying(|| prog.load()).map_err(prog_err(format!(
+            crate::steer::object::load_retrying(|| prog.load()).map_err(prog_err(format!(
                 "loading {} (the kernel needs TC BPF and BTF)",
                 hook.program()
             )))?;
@@ -163,7 +163,7 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<(), GuardError> {
     }
     let xdp = xdp_program_mut(bpf)?;
     if xdp.fd().is_err() {
-        crate::ebpf::load_retrying(|| xdp.load())
+        crate::steer::object::load_retrying(|| xdp.load())
             .map_err(prog_err(format!("loading {}", names::PROG_XDP_FILTER)))?;
     }
     Ok(())
@@ -236,7 +236,7 @@ pub fn load_sharing_pins(pin_dir: &Path) -> Result<Ebpf, GuardError> {
         loader.map_pin_path(name.as_str(), pin_dir.join(name));
     }
     loader
-        .load(crate::ebpf::OBJECT)
+        .load(crate::steer::object::OBJECT)
         .map_err(|source| GuardError::Load(Box::new(source)))
 }
 
@@ -1024,7 +1024,7 @@ mod tests {
     use vpn_common::Config;
 
     use super::*;
-    use crate::{cgroup, ebpf};
+    use crate::steer::{cgroup, object as ebpf};
 
     const MARK: u32 = 0x1000_0000;
     const FOREIGN: u32 = 0x0008_0000;

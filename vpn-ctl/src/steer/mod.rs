@@ -25,11 +25,15 @@ use vpn_common::{
     names, sock_names, Config, SockAddrStat, Stat, SteerAction, SteerRule, TunnelInfo,
 };
 
-use crate::{
-    cgroup,
-    ebpf::{self, link_err, map_err, pin_err, prog_err, BpfError},
-    guard, io_error, routing,
-};
+use self::object::{link_err, map_err, pin_err, prog_err, BpfError};
+use crate::io_error;
+
+pub mod cgroup;
+pub mod forward;
+pub mod guard;
+pub mod object;
+pub mod policy;
+pub mod process;
 
 /// vpn's default fwmark bit. wg-quick marks with 51820 (0xca6c) and Tailscale
 /// uses bits under 0xff0000; this bit is clear of both.
@@ -89,8 +93,8 @@ impl Options {
             mark: DEFAULT_MARK,
             mark_mask: DEFAULT_MARK,
             direct_mark: DEFAULT_DIRECT_MARK,
-            table: routing::DEFAULT_TABLE,
-            priority: routing::DEFAULT_PRIORITY,
+            table: policy::DEFAULT_TABLE,
+            priority: policy::DEFAULT_PRIORITY,
         })
     }
 
@@ -102,8 +106,8 @@ impl Options {
     /// The policy routing that sends this tunnel's traffic to its table:
     /// marked sockets only (split), or all but the direct ones (full).
     #[must_use]
-    pub fn policy(&self, full: bool) -> routing::Policy {
-        routing::Policy {
+    pub fn policy(&self, full: bool) -> policy::Policy {
+        policy::Policy {
             table: self.table,
             priority: self.priority,
             mark: self.mark,
@@ -217,7 +221,7 @@ impl Steering {
 
     fn load_into(opts: &Options, dir: &Path) -> Result<Self, SteerError> {
         let mut bpf = EbpfLoader::new()
-            .load(ebpf::OBJECT)
+            .load(object::OBJECT)
             .map_err(SteerError::Load)?;
 
         let mut take_pinned = |name: &'static str| -> Result<Map, SteerError> {
@@ -278,7 +282,7 @@ impl Steering {
             .ok_or(BpfError::Missing(names::PROG_SOCK_CREATE))?
             .try_into()
             .map_err(prog_err(names::PROG_SOCK_CREATE))?;
-        ebpf::load_retrying(|| prog.load()).map_err(prog_err(
+        object::load_retrying(|| prog.load()).map_err(prog_err(
             "loading cgroup/sock_create (is CONFIG_CGROUP_BPF on?)",
         ))?;
         let link_id = prog
@@ -304,7 +308,7 @@ impl Steering {
                 .ok_or(BpfError::Missing(name))?
                 .try_into()
                 .map_err(prog_err(name))?;
-            ebpf::load_retrying(|| prog.load()).map_err(prog_err(format!("loading {name}")))?;
+            object::load_retrying(|| prog.load()).map_err(prog_err(format!("loading {name}")))?;
             let link_id = prog
                 .attach(cg.as_fd(), CgroupAttachMode::Single)
                 .map_err(prog_err(format!("attaching {name} to {at}")))?;

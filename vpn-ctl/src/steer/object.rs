@@ -6,7 +6,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// What went wrong with vpn's eBPF object, its programs, maps, pins or
 /// links: the part steering ([`crate::steer`]) and the guard
-/// ([`crate::guard`]) share.
+/// ([`crate::steer::guard`]) share.
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error(
