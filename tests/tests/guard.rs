@@ -30,7 +30,11 @@ use aya::{
 };
 use netns_harness::{self as h, Capture, Cgroup, Netns, PinRoot};
 use vpn_common::{names, Config, SteerAction, SteerRule};
-use vpn_ctl::steer::guard::{self, Events, Hook, Leak, Maps};
+use vpn_ctl::steer::{
+    events::{self, Events, Leak},
+    guard::{self, Hook, Maps},
+    testing,
+};
 
 const MARK: u32 = 0x1000_0000;
 
@@ -250,7 +254,7 @@ fn guard_blocks_steered_plaintext_and_reports_it() {
         .find(|e| e.dport == 9000)
         .expect("an event for the steered IPv4 datagram");
     assert_eq!(udp.pid, pid);
-    assert_eq!(guard::comm(udp), "python3");
+    assert_eq!(events::comm(udp), "python3");
     assert_eq!(udp.cgroup_id, steered_id);
     assert_eq!(udp.ifindex, eth0);
     assert_eq!(Leak(udp).destination().to_string(), "198.18.9.9");
@@ -601,7 +605,7 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
     vpn_ctl::steer::object::load_retrying(|| sc.load()).unwrap();
     let mut maps = Maps::open(pins.path()).unwrap();
     maps.set_tunnel_port(51820).unwrap();
-    let frame = guard::eth_frame(
+    let frame = testing::eth_frame(
         "198.18.70.2".parse().unwrap(),
         "198.18.70.1".parse().unwrap(),
         17,

@@ -554,7 +554,7 @@ pub fn watch(opts: &Options) -> Result<()> {
     let prog_id = s.program_id()?;
     let logger = aya_log::EbpfLogger::init_from_id(prog_id)
         .context("attaching to the programs' log ring buffer")?;
-    let mut events = guard::Events::open(s.pin_dir())?;
+    let mut events = steer::events::Events::open(s.pin_dir())?;
     s.set_log_decisions(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -578,7 +578,7 @@ pub fn watch(opts: &Options) -> Result<()> {
                     // The guard's leak events (its ring buffer has no
                     // async reader in aya; a 100 ms poll is plenty for people).
                     while let Some(ev) = events.try_next() {
-                        println!("{}", guard::Leak(&ev));
+                        println!("{}", steer::events::Leak(&ev));
                     }
                     std::io::Write::flush(&mut std::io::stdout())?;
                 }

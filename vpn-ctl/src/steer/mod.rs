@@ -8,32 +8,35 @@
 //! the maps by path) without a gap. [`Steering::unload`] removes the pins,
 //! which detaches everything.
 use std::{
-    fs, io,
+    fs,
     os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{
-        links::{FdLink, PinnedLink},
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramInfo,
-    },
-    EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramInfo},
 };
 use vpn_common::{
     names, sock_names, Config, SockAddrStat, Stat, SteerAction, SteerRule, TunnelInfo,
 };
 
-use self::object::{link_err, map_err, pin_err, prog_err, BpfError};
+use self::{
+    object::{map_err, prog_err, BpfError, LoadError},
+    rules::RuleMap,
+};
 use crate::io_error;
 
 pub mod cgroup;
+pub mod events;
 pub mod forward;
 pub mod guard;
 pub mod object;
 pub mod policy;
 pub mod process;
+pub mod rules;
+#[doc(hidden)]
+pub mod testing;
 
 /// vpn's default fwmark bit. wg-quick marks with 51820 (0xca6c) and Tailscale
 /// uses bits under 0xff0000; this bit is clear of both.
@@ -129,10 +132,10 @@ pub struct CgroupRule {
 pub struct Steering {
     dir: PathBuf,
     config: Array<MapData, Config>,
-    cgroups: HashMap<MapData, u64, SteerRule>,
+    cgroups: RuleMap<HashMap<MapData, u64, SteerRule>>,
     stats: PerCpuArray<MapData, u64>,
     tunnel_info: Array<MapData, TunnelInfo>,
-    uids: HashMap<MapData, u32, SteerRule>,
+    uids: RuleMap<HashMap<MapData, u32, SteerRule>>,
     sockaddr_stats: PerCpuArray<MapData, u64>,
 }
 
@@ -179,21 +182,14 @@ impl Steering {
                 dir,
             });
         }
-        let open = |name: &str| -> Result<Map, SteerError> {
-            let path = dir.join(name);
-            let data =
-                MapData::from_pin(&path).map_err(map_err(format!("opening {}", path.display())))?;
-            Ok(Map::from_map_data(data).map_err(map_err(format!("opening {}", path.display())))?)
-        };
+        let open = |name| object::open_pinned(&dir, name);
         Ok(Self {
             config: Array::try_from(open(names::CONFIG)?).map_err(map_err(names::CONFIG))?,
-            cgroups: HashMap::try_from(open(names::STEER_CGROUPS)?)
-                .map_err(map_err(names::STEER_CGROUPS))?,
+            cgroups: cgroup_rules(open(names::STEER_CGROUPS)?)?,
             stats: PerCpuArray::try_from(open(names::STATS)?).map_err(map_err(names::STATS))?,
             tunnel_info: Array::try_from(open(sock_names::TUNNEL_INFO)?)
                 .map_err(map_err(sock_names::TUNNEL_INFO))?,
-            uids: HashMap::try_from(open(sock_names::STEER_UIDS)?)
-                .map_err(map_err(sock_names::STEER_UIDS))?,
+            uids: uid_rules(open(sock_names::STEER_UIDS)?)?,
             sockaddr_stats: PerCpuArray::try_from(open(sock_names::SOCKADDR_STATS)?)
                 .map_err(map_err(sock_names::SOCKADDR_STATS))?,
             dir,
@@ -213,29 +209,22 @@ impl Steering {
             Ok(s) => Ok(s),
             Err(e) => {
                 // Roll back: unpinning detaches whatever got attached.
-                let _ = remove_pins(&dir);
+                let _ = object::remove_pins(&dir);
                 Err(e)
             }
         }
     }
 
     fn load_into(opts: &Options, dir: &Path) -> Result<Self, SteerError> {
-        let mut bpf = EbpfLoader::new()
-            .load(object::OBJECT)
-            .map_err(SteerError::Load)?;
+        let mut bpf = object::load(None).map_err(|e| match e {
+            LoadError::Kernel(e) => SteerError::Load(*e),
+            LoadError::Pins(e) => SteerError::Io(e),
+        })?;
 
-        let mut take_pinned = |name: &'static str| -> Result<Map, SteerError> {
-            let map = bpf.take_map(name).ok_or(BpfError::Missing(name))?;
-            let path = dir.join(name);
-            map.pin(&path)
-                .map_err(pin_err(path.display().to_string()))?;
-            Ok(map)
-        };
+        let mut take_pinned = |name| object::take_pinned(&mut bpf, name, dir);
         let mut config_map: Array<MapData, Config> =
             Array::try_from(take_pinned(names::CONFIG)?).map_err(map_err(names::CONFIG))?;
-        let cgroups: HashMap<MapData, u64, SteerRule> =
-            HashMap::try_from(take_pinned(names::STEER_CGROUPS)?)
-                .map_err(map_err(names::STEER_CGROUPS))?;
+        let cgroups = cgroup_rules(take_pinned(names::STEER_CGROUPS)?)?;
         let stats: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(take_pinned(names::STATS)?).map_err(map_err(names::STATS))?;
         let config = Config {
@@ -255,9 +244,7 @@ impl Steering {
         tunnel_info
             .set(0, info, 0)
             .map_err(map_err("writing tunnel info"))?;
-        let uids: HashMap<MapData, u32, SteerRule> =
-            HashMap::try_from(take_pinned(sock_names::STEER_UIDS)?)
-                .map_err(map_err(sock_names::STEER_UIDS))?;
+        let uids = uid_rules(take_pinned(sock_names::STEER_UIDS)?)?;
         let sockaddr_stats: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(take_pinned(sock_names::SOCKADDR_STATS)?)
                 .map_err(map_err(sock_names::SOCKADDR_STATS))?;
@@ -266,7 +253,7 @@ impl Steering {
         // cgroups, config, socket owners); their maps and programs are pinned
         // here too, and attached per interface by `attach` / `steer add iface`.
         let mut guard_maps = guard::Maps::take(&mut bpf, Some(dir)).map_err(SteerError::Guard)?;
-        guard::Events::take(&mut bpf, Some(dir)).map_err(SteerError::Guard)?;
+        events::Events::take(&mut bpf, Some(dir))?;
         guard_maps
             .set_bypass_mark(opts.direct_mark, opts.direct_mark)
             .map_err(SteerError::Guard)?;
@@ -291,11 +278,11 @@ impl Steering {
         let link = prog
             .take_link(link_id)
             .map_err(prog_err("taking the sock_create link"))?;
-        pin_program(
+        object::pin_program(
             prog.pin(dir.join(PIN_PROG_SOCK_CREATE)),
             PIN_PROG_SOCK_CREATE,
         )?;
-        pin_link(link.try_into(), dir, PIN_LINK_SOCK_CREATE)?;
+        object::pin_link(link.try_into(), dir, PIN_LINK_SOCK_CREATE)?;
 
         for name in [
             sock_names::PROG_CONNECT4,
@@ -315,8 +302,8 @@ impl Steering {
             let link = prog
                 .take_link(link_id)
                 .map_err(prog_err(format!("taking the {name} link")))?;
-            pin_program(prog.pin(dir.join(format!("prog_{name}"))), name)?;
-            pin_link(link.try_into(), dir, &format!("link_{name}"))?;
+            object::pin_program(prog.pin(dir.join(format!("prog_{name}"))), name)?;
+            object::pin_link(link.try_into(), dir, &format!("link_{name}"))?;
         }
         log::info!(
             "steering for {} loaded: cgroup/sock_create on {}, pinned at {}",
@@ -343,7 +330,7 @@ impl Steering {
         if !dir.exists() {
             return Ok(false);
         }
-        remove_pins(&dir).map_err(io_error::at("removing pins", &dir))?;
+        object::remove_pins(&dir).map_err(io_error::at("removing pins", &dir))?;
         // The per-tunnel parent is ours too; leave it only if others remain.
         let _ = fs::remove_dir(&opts.pin_root);
         Ok(true)
@@ -369,64 +356,36 @@ impl Steering {
     }
 
     pub fn add_cgroup(&mut self, cgroup_id: u64, action: SteerAction) -> Result<(), SteerError> {
-        let rule = SteerRule {
-            action: action as u32,
-            tunnel: 0,
-        };
-        self.cgroups
-            .insert(cgroup_id, rule, 0)
-            .map_err(map_err(format!("adding cgroup {cgroup_id}")))?;
-        Ok(())
+        Ok(self.cgroups.add(&cgroup_id, action, cgroup_id)?)
     }
 
     /// Returns whether the cgroup was steered.
     pub fn del_cgroup(&mut self, cgroup_id: u64) -> Result<bool, SteerError> {
-        match self.cgroups.remove(&cgroup_id) {
-            Ok(()) => Ok(true),
-            Err(e) if guard::not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing cgroup {cgroup_id}"))(e).into()),
-        }
+        Ok(self.cgroups.del(&cgroup_id, cgroup_id)?)
     }
 
     pub fn cgroups(&self) -> Result<Vec<CgroupRule>, SteerError> {
-        let mut rules = Vec::new();
-        for item in self.cgroups.iter() {
-            let (cgroup_id, rule) = item.map_err(map_err("listing cgroups"))?;
-            rules.push(CgroupRule {
-                cgroup_id,
-                action: action_name(rule.action),
-            });
-        }
+        let mut rules: Vec<CgroupRule> = self
+            .cgroups
+            .list()?
+            .into_iter()
+            .map(|(cgroup_id, action)| CgroupRule { cgroup_id, action })
+            .collect();
         rules.sort_by_key(|r| r.cgroup_id);
         Ok(rules)
     }
 
     pub fn add_uid(&mut self, uid: u32, action: SteerAction) -> Result<(), SteerError> {
-        let rule = SteerRule {
-            action: action as u32,
-            tunnel: 0,
-        };
-        self.uids
-            .insert(uid, rule, 0)
-            .map_err(map_err(format!("adding uid {uid}")))?;
-        Ok(())
+        Ok(self.uids.add(&uid, action, uid)?)
     }
 
     /// Returns whether the uid was steered.
     pub fn del_uid(&mut self, uid: u32) -> Result<bool, SteerError> {
-        match self.uids.remove(&uid) {
-            Ok(()) => Ok(true),
-            Err(e) if guard::not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing uid {uid}"))(e).into()),
-        }
+        Ok(self.uids.del(&uid, uid)?)
     }
 
     pub fn uids(&self) -> Result<Vec<(u32, &'static str)>, SteerError> {
-        let mut out = Vec::new();
-        for item in self.uids.iter() {
-            let (uid, rule) = item.map_err(map_err("listing uids"))?;
-            out.push((uid, action_name(rule.action)));
-        }
+        let mut out = self.uids.list()?;
         out.sort_unstable();
         Ok(out)
     }
@@ -510,45 +469,16 @@ pub fn tunnel_info_from(addresses: &[String], dns: &[String]) -> TunnelInfo {
     info
 }
 
-fn action_name(action: u32) -> &'static str {
-    match SteerAction::from_u32(action) {
-        Some(SteerAction::Include) => "include",
-        Some(SteerAction::Exclude) => "exclude",
-        None => "unknown",
-    }
+fn cgroup_rules(
+    map: aya::maps::Map,
+) -> Result<RuleMap<HashMap<MapData, u64, SteerRule>>, BpfError> {
+    let map = HashMap::try_from(map).map_err(map_err(names::STEER_CGROUPS))?;
+    Ok(RuleMap::new(map, "cgroup", "cgroups"))
 }
 
-fn pin_program(r: Result<(), aya::pin::PinError>, what: &str) -> Result<(), SteerError> {
-    Ok(r.map_err(pin_err(format!("program {what}")))?)
-}
-
-/// Pins a program's link; dropping our handle then leaves it attached.
-fn pin_link(
-    link: Result<FdLink, aya::programs::links::LinkError>,
-    dir: &Path,
-    name: &str,
-) -> Result<(), SteerError> {
-    let link = link.map_err(link_err(
-        "the link is not a bpf_link (vpn needs Linux >= 5.7)",
-    ))?;
-    let pinned: PinnedLink = link.pin(dir.join(name)).map_err(pin_err(name))?;
-    drop(pinned);
-    Ok(())
-}
-
-fn remove_pins(dir: &Path) -> io::Result<()> {
-    // Links first, so nothing runs while maps go away.
-    let mut entries: Vec<PathBuf> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort_by_key(|p| {
-        !p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
-    });
-    for p in entries {
-        fs::remove_file(&p)?;
-    }
-    fs::remove_dir(dir)
+fn uid_rules(map: aya::maps::Map) -> Result<RuleMap<HashMap<MapData, u32, SteerRule>>, BpfError> {
+    let map = HashMap::try_from(map).map_err(map_err(sock_names::STEER_UIDS))?;
+    Ok(RuleMap::new(map, "uid", "uids"))
 }
 
 #[cfg(test)]
