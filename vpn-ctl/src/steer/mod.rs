@@ -18,14 +18,20 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramInfo},
 };
 use vpn_common::{
-    names, sock_names, Config, SockAddrStat, Stat, SteerAction, SteerRule, TunnelInfo,
+    names, sock_names, Config, SockAddrStat, Stat, SteerAction, SteerRule, TunnelInfo, TUNNEL_FULL,
 };
 
 use self::{
     object::{map_err, prog_err, BpfError, LoadError},
     rules::RuleMap,
 };
-use crate::io_error;
+use crate::{
+    config::IpPrefix,
+    device::{control, daemon},
+    io_error,
+    netlink::Netlink,
+};
+use anyhow::Context as _;
 
 pub mod cgroup;
 pub mod events;
@@ -479,6 +485,473 @@ fn cgroup_rules(
 fn uid_rules(map: aya::maps::Map) -> Result<RuleMap<HashMap<MapData, u32, SteerRule>>, BpfError> {
     let map = HashMap::try_from(map).map_err(map_err(sock_names::STEER_UIDS))?;
     Ok(RuleMap::new(map, "uid", "uids"))
+}
+
+// ---------------------------------------------------------------------------
+// The steering use cases: what `vpn-ctl steer ...`, `attach`, `detach`,
+// `exec` and `down` do, each over the pins above. The CLI parses and prints.
+// ---------------------------------------------------------------------------
+
+/// What a steering rule selects (`steer add` / `steer del`).
+#[derive(Clone, Debug)]
+pub enum Selector {
+    /// A cgroup v2 path, absolute or relative to the cgroup v2 mount.
+    Cgroup(PathBuf),
+    /// A running process, moved into vpn's cgroup for the tunnel.
+    Pid(u32),
+    /// Every socket a user's processes create.
+    Uid(u32),
+    /// Everything forwarded in by an interface.
+    Iface { name: String, keep_source: bool },
+    /// Everything forwarded from a source prefix, classified where it
+    /// enters (`on`, or the interface the prefix is routed by).
+    Src {
+        prefix: String,
+        on: Option<String>,
+        keep_source: bool,
+    },
+}
+
+/// What [`add`] steered.
+#[derive(Debug)]
+pub enum Added {
+    Cgroup {
+        dir: PathBuf,
+        id: u64,
+    },
+    Uid(u32),
+    /// The process moved into `cgroup`; `old` are the sockets it opened
+    /// before, which keep their old route.
+    Pid {
+        pid: u32,
+        cgroup: PathBuf,
+        old: Vec<process::SocketInfo>,
+    },
+    Iface(String),
+    Src {
+        prefix: IpPrefix,
+        on: String,
+    },
+}
+
+/// What [`del`] removed.
+#[derive(Debug)]
+pub enum Removed {
+    Cgroup {
+        dir: PathBuf,
+        id: u64,
+    },
+    Uid(u32),
+    /// The process, and the cgroup it is back in.
+    Pid {
+        pid: u32,
+        back: PathBuf,
+    },
+    /// A forwarded interface or prefix, as given.
+    Forwarded(String),
+}
+
+/// Runs one netlink job on a throwaway current-thread runtime.
+fn with_netlink<T>(f: impl AsyncFnOnce(&Netlink) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let nl = Netlink::new()?;
+        f(&nl).await
+    })
+}
+
+/// The status of the tunnel daemon of that name, if one runs.
+fn daemon_status(tunnel: &str) -> Option<control::Status> {
+    control::query(&daemon::ctl_path(tunnel)).ok()
+}
+
+/// Runs `f` on steering that [`ensure_loaded`] gave; if that load was the
+/// first and `f` fails, everything is removed again ([`clear`]).
+fn rolling_back<T>(
+    opts: &Options,
+    adopted: &mut dyn FnMut(&TunnelInfo),
+    f: impl FnOnce(&mut Steering) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let fresh = !Steering::is_loaded(opts);
+    let mut s = ensure_loaded(opts, adopted)?;
+    let result = f(&mut s);
+    drop(s);
+    if result.is_err() && fresh {
+        let _ = clear(opts);
+    }
+    result
+}
+
+/// Loads steering if needed and makes sure its policy routing is in place.
+/// A first load that fails half-way is rolled back completely. When a
+/// tunnel of that name runs, a first load tells the hooks its DNS and
+/// families and hands them to `adopted`.
+pub fn ensure_loaded(
+    opts: &Options,
+    adopted: &mut dyn FnMut(&TunnelInfo),
+) -> anyhow::Result<Steering> {
+    let fresh = !Steering::is_loaded(opts);
+    if fresh {
+        if let Some(ns) = daemon_status(&opts.tunnel).and_then(|s| s.info.netns) {
+            anyhow::bail!(
+                "tunnel {} lives in network namespace {ns} (`up --netns`): everything in \
+                 there already uses it, and its routes are not in this namespace, so \
+                 steering here would only reach vpn's blackhole; steer a tunnel that runs \
+                 here (without --netns)",
+                opts.tunnel
+            );
+        }
+        let policy = opts.policy(false);
+        with_netlink(async |nl| Ok(policy.check_conflicts(nl).await?))?;
+    }
+    let (mut s, _) = Steering::open_or_load(opts)?;
+    if fresh {
+        // A tunnel of that name already running tells the hooks its DNS and
+        // families; `steer dns` / `steer ipv6` override.
+        if let Some(status) = daemon_status(&opts.tunnel) {
+            let info = tunnel_info_from(&status.info.addresses, &status.info.dns);
+            s.set_tunnel_info(info)?;
+            adopted(&info);
+        }
+    }
+    let policy = opts.policy(s.tunnel_info()?.flags & TUNNEL_FULL != 0);
+    match with_netlink(async |nl| Ok(policy.install(nl).await?)) {
+        Ok(added) => {
+            for a in added {
+                log::info!("added {a}");
+            }
+            Ok(s)
+        }
+        Err(e) => {
+            if fresh {
+                let _ = Steering::unload(opts);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn cgroup_selector(path: &Path) -> anyhow::Result<(PathBuf, u64)> {
+    let mount = cgroup::cgroup2_mount()?;
+    let dir = cgroup::resolve(&mount, path)?;
+    let id = cgroup::cgroup_id(&dir)?;
+    Ok((dir, id))
+}
+
+/// Adds one rule (loading steering first if needed); a first add that
+/// fails leaves nothing loaded behind.
+pub fn add(
+    opts: &Options,
+    selector: &Selector,
+    action: SteerAction,
+    adopted: &mut dyn FnMut(&TunnelInfo),
+) -> anyhow::Result<Added> {
+    // Validate before loading anything.
+    let cgroup = match selector {
+        Selector::Cgroup(path) => Some(cgroup_selector(path)?),
+        _ => None,
+    };
+    let forwarded = forwarded_entry(selector, action)?;
+    rolling_back(opts, adopted, |s| {
+        Ok(match (selector, cgroup) {
+            (Selector::Cgroup(_), Some((dir, id))) => {
+                s.add_cgroup(id, action)?;
+                Added::Cgroup { dir, id }
+            }
+            (Selector::Uid(uid), _) => {
+                s.add_uid(*uid, action)?;
+                Added::Uid(*uid)
+            }
+            (Selector::Pid(pid), _) => {
+                let old = process::steer_pid(opts, s, *pid, action)?;
+                Added::Pid {
+                    pid: *pid,
+                    cgroup: process::managed_cgroup(opts, action),
+                    old,
+                }
+            }
+            (Selector::Iface { name, .. }, _) => {
+                let ifindex = guard::ifindex(name).context("interface vanished")?;
+                guard::Maps::open(s.pin_dir())?.add_iface(ifindex, action)?;
+                add_forwarded(opts, s, forwarded.context("entry")?)?;
+                Added::Iface(name.clone())
+            }
+            (Selector::Src { prefix, .. }, _) => {
+                let prefix: IpPrefix = prefix.parse().ok().context("prefix")?;
+                guard::Maps::open(s.pin_dir())?.add_prefix(
+                    prefix.addr(),
+                    prefix.prefix_len(),
+                    action,
+                )?;
+                let entry = forwarded.context("entry")?;
+                let on = entry.ingress.clone();
+                add_forwarded(opts, s, entry)?;
+                Added::Src { prefix, on }
+            }
+            (Selector::Cgroup(_), None) => unreachable!("resolved above"),
+        })
+    })
+}
+
+/// Removes one rule; a rule that is not there is an error.
+pub fn del(opts: &Options, selector: &Selector) -> anyhow::Result<Removed> {
+    Ok(match selector {
+        Selector::Cgroup(path) => {
+            let (dir, id) = cgroup_selector(path)?;
+            if !Steering::open(opts)?.del_cgroup(id)? {
+                anyhow::bail!(
+                    "cgroup {} (id {id}) is not steered on tunnel {}",
+                    dir.display(),
+                    opts.tunnel
+                );
+            }
+            Removed::Cgroup { dir, id }
+        }
+        Selector::Uid(uid) => {
+            if !Steering::open(opts)?.del_uid(*uid)? {
+                anyhow::bail!("uid {uid} is not steered on tunnel {}", opts.tunnel);
+            }
+            Removed::Uid(*uid)
+        }
+        Selector::Pid(pid) => Removed::Pid {
+            pid: *pid,
+            back: process::unsteer_pid(opts, *pid)?,
+        },
+        Selector::Iface { name, .. } | Selector::Src { prefix: name, .. } => {
+            let s = Steering::open(opts)?;
+            let mut maps = guard::Maps::open(s.pin_dir())?;
+            let removed = match selector {
+                Selector::Iface { name, .. } => {
+                    let ifindex = guard::ifindex(name).context(format!("no interface {name}"))?;
+                    maps.del_iface(ifindex)?
+                }
+                _ => {
+                    let prefix: IpPrefix = name
+                        .parse()
+                        .ok()
+                        .context(format!("{name:?} is not a prefix"))?;
+                    maps.del_prefix(prefix.addr(), prefix.prefix_len())?
+                }
+            };
+            if !removed {
+                anyhow::bail!("{name} is not steered on tunnel {}", opts.tunnel);
+            }
+            let mut state = forward::State::load(&opts.tunnel)?;
+            let gone: Vec<forward::Entry> = state
+                .entries
+                .iter()
+                .filter(|e| matches!(&e.source, forward::Source::Iface(i) | forward::Source::Prefix(i) if i == name))
+                .cloned()
+                .collect();
+            state.entries.retain(|e| !gone.contains(e));
+            for e in &gone {
+                if !state.entries.iter().any(|o| o.ingress == e.ingress) {
+                    guard::detach(s.pin_dir(), guard::Hook::Ingress, &e.ingress)?;
+                }
+            }
+            forward::apply(
+                &opts.tunnel,
+                &mut state,
+                forward::resolver_of(s.tunnel_info()?.dns4),
+            )?;
+            Removed::Forwarded(name.clone())
+        }
+    })
+}
+
+/// The forwarding entry of an `iface`/`src` selector, validated before
+/// anything is loaded.
+fn forwarded_entry(
+    selector: &Selector,
+    action: SteerAction,
+) -> anyhow::Result<Option<forward::Entry>> {
+    let include = action == SteerAction::Include;
+    Ok(match selector {
+        Selector::Iface { name, keep_source } => {
+            if guard::ifindex(name).is_none() {
+                anyhow::bail!(
+                    "there is no interface {name} in this network namespace (see `ip link`)"
+                );
+            }
+            Some(forward::Entry {
+                source: forward::Source::Iface(name.clone()),
+                ingress: name.clone(),
+                keep_source: *keep_source,
+                include,
+            })
+        }
+        Selector::Src {
+            prefix,
+            on,
+            keep_source,
+        } => {
+            let parsed: IpPrefix = prefix.parse().ok().with_context(|| {
+                format!("{prefix:?} is not an address prefix (like 198.18.5.0/24 or fd00:5::/64)")
+            })?;
+            let addr = parsed.addr();
+            let ingress = match on {
+                Some(i) => i.clone(),
+                None => route_dev(addr).with_context(|| {
+                    format!("no route to {addr} tells where {prefix} enters; name the interface with --on")
+                })?,
+            };
+            if guard::ifindex(&ingress).is_none() {
+                anyhow::bail!(
+                    "there is no interface {ingress} in this network namespace (see `ip link`)"
+                );
+            }
+            Some(forward::Entry {
+                source: forward::Source::Prefix(parsed.to_string()),
+                ingress,
+                keep_source: *keep_source,
+                include,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The interface the main table routes `addr` by (`ip route get`).
+fn route_dev(addr: std::net::IpAddr) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "route", "get"])
+        .arg(addr.to_string())
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get(0)?.get("dev")?.as_str().map(str::to_owned)
+}
+
+/// Records a forwarded source, classifies where it enters, and applies
+/// forwarding, translation, clamping and DNS.
+fn add_forwarded(opts: &Options, s: &Steering, entry: forward::Entry) -> anyhow::Result<()> {
+    if !guard::attached(s.pin_dir(), guard::Hook::Ingress).contains(&entry.ingress) {
+        guard::attach_pinned(s.pin_dir(), guard::Hook::Ingress, &entry.ingress)?;
+    }
+    let mut state = forward::State::load(&opts.tunnel)?;
+    state.entries.retain(|e| e.source != entry.source);
+    state.entries.push(entry);
+    forward::apply(
+        &opts.tunnel,
+        &mut state,
+        forward::resolver_of(s.tunnel_info()?.dns4),
+    )?;
+    Ok(())
+}
+
+/// Changes what the per-process hooks know of the tunnel (loading steering
+/// if needed); returns the new info.
+pub fn set_info(
+    opts: &Options,
+    adopted: &mut dyn FnMut(&TunnelInfo),
+    f: impl FnOnce(&mut TunnelInfo),
+) -> anyhow::Result<TunnelInfo> {
+    let mut s = ensure_loaded(opts, adopted)?;
+    let mut info = s.tunnel_info()?;
+    f(&mut info);
+    s.set_tunnel_info(info)?;
+    Ok(info)
+}
+
+/// Switches between split and full tunnel: the hooks' flag, then the rules
+/// of the new mode in, those of the old one out. `announce` gets the new
+/// info before the rules change.
+pub fn set_mode(
+    opts: &Options,
+    full: bool,
+    adopted: &mut dyn FnMut(&TunnelInfo),
+    announce: impl FnOnce(&TunnelInfo),
+) -> anyhow::Result<()> {
+    let info = set_info(opts, adopted, |info| {
+        info.flags &= !TUNNEL_FULL;
+        if full {
+            info.flags |= TUNNEL_FULL;
+        }
+    })?;
+    announce(&info);
+    let policy = opts.policy(full);
+    with_netlink(async |nl| {
+        policy.install(nl).await?;
+        Ok(policy.prune(nl).await?)
+    })
+}
+
+/// Removes the tunnel's steering and its policy routing; returns whether
+/// anything was loaded.
+pub fn clear(opts: &Options) -> anyhow::Result<bool> {
+    process::remove_managed(opts)?;
+    forward::remove(&opts.tunnel)?;
+    // Removal covers the rules of both modes.
+    let policy = opts.policy(true);
+    with_netlink(async |nl| Ok(policy.remove(nl).await?))?;
+    Ok(Steering::unload(opts)?)
+}
+
+/// Moves this process into vpn's cgroup for the tunnel (loading steering
+/// if needed), so that what it runs next is steered from its first socket.
+pub fn join(opts: &Options, adopted: &mut dyn FnMut(&TunnelInfo)) -> anyhow::Result<()> {
+    let mut s = ensure_loaded(opts, adopted)?;
+    let dir = process::ensure_managed(opts, &mut s, SteerAction::Include)?;
+    drop(s);
+    cgroup::move_pid(&dir, std::process::id())?;
+    Ok(())
+}
+
+/// Puts the egress guard on an uplink (loading steering if needed; a first
+/// load is rolled back if attaching fails). Returns false when it was
+/// guarded already.
+pub fn attach(
+    opts: &Options,
+    uplink: &str,
+    adopted: &mut dyn FnMut(&TunnelInfo),
+) -> anyhow::Result<bool> {
+    if guard::ifindex(uplink).is_none() {
+        anyhow::bail!("there is no interface {uplink} in this network namespace (see `ip link`)");
+    }
+    let dir = opts.pin_dir();
+    let already = || {
+        guard::attached(&dir, guard::Hook::Guard)
+            .iter()
+            .any(|i| i == uplink)
+    };
+    rolling_back(opts, adopted, |_| {
+        if already() {
+            return Ok(false);
+        }
+        let mut maps = guard::Maps::open(&dir)?;
+        if let Some(status) = daemon_status(&opts.tunnel) {
+            maps.set_tunnel_port(status.listen_port)?;
+        }
+        guard::attach_pinned(&dir, guard::Hook::Guard, uplink)?;
+        Ok(true)
+    })
+}
+
+/// Takes the guard off an uplink; an unguarded uplink is an error.
+pub fn detach(opts: &Options, uplink: &str) -> anyhow::Result<()> {
+    if !guard::detach(&opts.pin_dir(), guard::Hook::Guard, uplink)? {
+        anyhow::bail!("{uplink} is not guarded for tunnel {}", opts.tunnel);
+    }
+    Ok(())
+}
+
+/// Named counters, as [`counters`] gives them.
+pub type Counters = Vec<(&'static str, u64)>;
+
+/// Every counter of a tunnel's steering (sock_create, the per-process
+/// hooks, the guard) and the per-source counters, for `list` and metrics.
+pub fn counters(s: &Steering) -> anyhow::Result<(Counters, Vec<guard::SourceCount>)> {
+    let g = guard::Maps::open(s.pin_dir())?;
+    let stats = s
+        .stats()?
+        .into_iter()
+        .map(|(k, v)| (k.name(), v))
+        .chain(s.sockaddr_stats()?.into_iter().map(|(k, v)| (k.name(), v)))
+        .chain(g.stats()?.into_iter().map(|(k, v)| (k.name(), v)))
+        .collect();
+    Ok((stats, g.sources()?))
 }
 
 #[cfg(test)]
