@@ -983,6 +983,22 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_prefixes_parse() {
+        let p = |s: &str| {
+            s.parse::<IpPrefix>()
+                .ok()
+                .map(|p| (p.addr(), p.prefix_len()))
+        };
+        assert_eq!(
+            p("198.18.5.0/24"),
+            Some(("198.18.5.0".parse().unwrap(), 24))
+        );
+        assert_eq!(p("fd00::5"), Some(("fd00::5".parse().unwrap(), 128)));
+        assert_eq!(p("198.18.5.0/33"), None);
+        assert_eq!(p("nonsense/8"), None);
+    }
+
+    #[test]
     fn tunnel_names_follow_interface_rules() {
         assert!(valid_tunnel_name("vpn0"));
         assert!(valid_tunnel_name("wg-mullvad.se"));
