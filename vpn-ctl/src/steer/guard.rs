@@ -536,14 +536,10 @@ impl Maps {
     }
 
     pub fn ifaces(&self) -> Result<Vec<IfaceRule>, GuardError> {
-        let mut out: Vec<IfaceRule> = self
-            .ifaces
-            .list()?
-            .into_iter()
+        let rules = self.ifaces.sorted()?.into_iter();
+        Ok(rules
             .map(|(ifindex, action)| IfaceRule { ifindex, action })
-            .collect();
-        out.sort_by_key(|r| r.ifindex);
-        Ok(out)
+            .collect())
     }
 
     /// Per-source counters (summed over CPUs), most blocked first.
@@ -578,16 +574,12 @@ impl Maps {
 
     /// Counters summed over CPUs, in [`GuardStat::ALL`] order.
     pub fn stats(&self) -> Result<Vec<(GuardStat, u64)>, GuardError> {
-        GuardStat::ALL
-            .iter()
-            .map(|&s| {
-                let v = self
-                    .stats
-                    .get(&(s as u32), 0)
-                    .map_err(map_err("reading guard stats"))?;
-                Ok((s, v.iter().sum()))
-            })
-            .collect()
+        Ok(object::sum_counters(
+            &self.stats,
+            &GuardStat::ALL,
+            |s| s as u32,
+            "reading guard stats",
+        )?)
     }
 
     /// One counter summed over CPUs.

@@ -371,14 +371,10 @@ impl Steering {
     }
 
     pub fn cgroups(&self) -> Result<Vec<CgroupRule>, SteerError> {
-        let mut rules: Vec<CgroupRule> = self
-            .cgroups
-            .list()?
-            .into_iter()
+        let rules = self.cgroups.sorted()?.into_iter();
+        Ok(rules
             .map(|(cgroup_id, action)| CgroupRule { cgroup_id, action })
-            .collect();
-        rules.sort_by_key(|r| r.cgroup_id);
-        Ok(rules)
+            .collect())
     }
 
     pub fn add_uid(&mut self, uid: u32, action: SteerAction) -> Result<(), SteerError> {
@@ -391,9 +387,7 @@ impl Steering {
     }
 
     pub fn uids(&self) -> Result<Vec<(u32, &'static str)>, SteerError> {
-        let mut out = self.uids.list()?;
-        out.sort_unstable();
-        Ok(out)
+        Ok(self.uids.sorted()?)
     }
 
     pub fn tunnel_info(&self) -> Result<TunnelInfo, SteerError> {
@@ -413,30 +407,22 @@ impl Steering {
 
     /// Counters of the per-process hooks summed over CPUs.
     pub fn sockaddr_stats(&self) -> Result<Vec<(SockAddrStat, u64)>, SteerError> {
-        SockAddrStat::ALL
-            .iter()
-            .map(|&s| {
-                let v = self
-                    .sockaddr_stats
-                    .get(&(s as u32), 0)
-                    .map_err(map_err("reading stats"))?;
-                Ok((s, v.iter().sum()))
-            })
-            .collect()
+        Ok(object::sum_counters(
+            &self.sockaddr_stats,
+            &SockAddrStat::ALL,
+            |s| s as u32,
+            "reading stats",
+        )?)
     }
 
     /// Counters summed over CPUs, in [`Stat::ALL`] order.
     pub fn stats(&self) -> Result<Vec<(Stat, u64)>, SteerError> {
-        Stat::ALL
-            .iter()
-            .map(|&s| {
-                let v = self
-                    .stats
-                    .get(&(s as u32), 0)
-                    .map_err(map_err("reading stats"))?;
-                Ok((s, v.iter().sum()))
-            })
-            .collect()
+        Ok(object::sum_counters(
+            &self.stats,
+            &Stat::ALL,
+            |s| s as u32,
+            "reading stats",
+        )?)
     }
 
     /// The kernel id of the pinned sock_create program, for attaching the

@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Map, MapData},
+    maps::{Map, MapData, PerCpuArray},
     programs::links::{FdLink, PinnedLink},
     Ebpf, EbpfLoader,
 };
@@ -183,6 +183,22 @@ pub fn pin_link(
     let pinned: PinnedLink = link.pin(dir.join(name)).map_err(pin_err(name))?;
     drop(pinned);
     Ok(())
+}
+
+/// Each of `all` with its counter in `map` (at `index(stat)`) summed over
+/// CPUs; `what` names the read in an error.
+pub fn sum_counters<S: Copy>(
+    map: &PerCpuArray<MapData, u64>,
+    all: &[S],
+    index: impl Fn(S) -> u32,
+    what: &str,
+) -> Result<Vec<(S, u64)>, BpfError> {
+    all.iter()
+        .map(|&s| {
+            let v = map.get(&index(s), 0).map_err(map_err(what))?;
+            Ok((s, v.iter().sum()))
+        })
+        .collect()
 }
 
 /// Removes a pin (a link: the program detaches); returns whether it was

@@ -125,6 +125,18 @@ impl<M: Store> RuleMap<M> {
     }
 }
 
+impl<M: Store> RuleMap<M>
+where
+    M::Key: Ord,
+{
+    /// Every rule, as (key, action name), sorted by key.
+    pub fn sorted(&self) -> Result<Vec<(M::Key, &'static str)>, BpfError> {
+        let mut out = self.list()?;
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
 /// The source-prefix rules: one LPM trie per family.
 pub struct Prefixes {
     pub v4: RuleMap<LpmTrie<MapData, [u8; 4], SteerRule>>,
