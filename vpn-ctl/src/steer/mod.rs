@@ -1,7 +1,31 @@
-//! The steering control plane: loads vpn's eBPF programs, attaches them,
-//! pins programs, links and maps under `<bpffs>/vpn/<tunnel>/`, and edits the
-//! steering maps.
+//! Steering, the control plane of vpn's eBPF programs: which sources
+//! (cgroups, uids, processes, forwarded interfaces and prefixes) enter the
+//! tunnel, and the guard that keeps their plaintext off the uplinks.
 //!
+//! ```text
+//! steer/
+//!   mod.rs      Options, Steering (load, open, unload the pinned programs
+//!               and maps of one tunnel) and the use cases the CLI calls:
+//!               ensure_loaded, add, del, attach, detach, clear, set_info,
+//!               set_mode, join (exec), counters; a first load that fails
+//!               is rolled back in one place
+//!   object.rs   the embedded eBPF object, loading it, BpfError, the pin
+//!               layer (pin, open by name, unpin, remove links first)
+//!   rules.rs    one generic rule map (key -> include/exclude) for cgroups,
+//!               uids, interfaces and the two prefix tries
+//!   guard.rs    TC guard (uplink egress), TC ingress classifier, XDP filter:
+//!               Hook, attach/detach/attached, the guard's maps, ifindex
+//!   events.rs   leak events: the ring buffer and their one-line form
+//!   forward.rs  forwarded sources: forwarding, NAT, MSS clamp, DNS (nft)
+//!   cgroup.rs   cgroup v2 and bpffs discovery, cgroup ids, moving pids
+//!   process.rs  steering a process by moving it into vpn's cgroup
+//!   policy.rs   policy routing: vpn's table, fwmark rules, blackhole, and
+//!               the repair the tunnel daemon runs
+//!   testing.rs  test fixtures (frames, BPF_PROG_TEST_RUN); not public API
+//! ```
+//!
+//! Steering loads vpn's programs, attaches them, pins programs, links and
+//! maps under `<bpffs>/vpn/<tunnel>/`, and edits the steering maps.
 //! Pinning is what makes steering outlive the controller: once loaded, the
 //! kernel keeps the programs attached through the pinned links, so a killed
 //! daemon leaves steering in force and a restarted one adopts the pins (opens
