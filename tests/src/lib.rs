@@ -546,7 +546,7 @@ impl Capture {
 
 /// The cgroup v2 mount of this machine (never assumed).
 pub fn cgroup2_mount() -> Result<PathBuf> {
-    Ok(vpn_ctl::cgroup::cgroup2_mount()?)
+    Ok(vpn_ctl::steer::cgroup::cgroup2_mount()?)
 }
 
 /// A cgroup sub-tree of the harness's own; its processes are killed and the

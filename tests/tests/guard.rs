@@ -30,7 +30,11 @@ use aya::{
 };
 use netns_harness::{self as h, Capture, Cgroup, Netns, PinRoot};
 use vpn_common::{names, Config, SteerAction, SteerRule};
-use vpn_ctl::guard::{self, Events, Hook, Leak, Maps};
+use vpn_ctl::steer::{
+    events::{self, Events, Leak},
+    guard::{self, Hook, Maps},
+    testing,
+};
 
 const MARK: u32 = 0x1000_0000;
 
@@ -91,7 +95,9 @@ fn world() -> World {
 /// tree `root` (owned link: gone when the `Ebpf` is dropped), guard maps
 /// pinned under `pins`.
 fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Events) {
-    let mut bpf = EbpfLoader::new().load(vpn_ctl::ebpf::OBJECT).unwrap();
+    let mut bpf = EbpfLoader::new()
+        .load(vpn_ctl::steer::object::OBJECT)
+        .unwrap();
     let mut config: Array<MapData, Config> =
         Array::try_from(bpf.take_map(names::CONFIG).unwrap()).unwrap();
     config
@@ -124,7 +130,7 @@ fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Ev
         .unwrap()
         .try_into()
         .unwrap();
-    vpn_ctl::ebpf::load_retrying(|| sc.load()).unwrap();
+    vpn_ctl::steer::object::load_retrying(|| sc.load()).unwrap();
     sc.attach(File::open(root.path()).unwrap(), CgroupAttachMode::Single)
         .unwrap();
     (bpf, maps, events)
@@ -248,7 +254,7 @@ fn guard_blocks_steered_plaintext_and_reports_it() {
         .find(|e| e.dport == 9000)
         .expect("an event for the steered IPv4 datagram");
     assert_eq!(udp.pid, pid);
-    assert_eq!(guard::comm(udp), "python3");
+    assert_eq!(events::comm(udp), "python3");
     assert_eq!(udp.cgroup_id, steered_id);
     assert_eq!(udp.ifindex, eth0);
     assert_eq!(Leak(udp).destination().to_string(), "198.18.9.9");
@@ -585,7 +591,9 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
     h::require_root();
     let pins = PinRoot::new().unwrap();
     fs::create_dir_all(pins.path()).unwrap();
-    let mut bpf = EbpfLoader::new().load(vpn_ctl::ebpf::OBJECT).unwrap();
+    let mut bpf = EbpfLoader::new()
+        .load(vpn_ctl::steer::object::OBJECT)
+        .unwrap();
     drop(Maps::take(&mut bpf, Some(pins.path())).unwrap());
     drop(Events::take(&mut bpf, Some(pins.path())).unwrap());
     guard::load_programs(&mut bpf).unwrap();
@@ -594,10 +602,10 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
         .unwrap()
         .try_into()
         .unwrap();
-    vpn_ctl::ebpf::load_retrying(|| sc.load()).unwrap();
+    vpn_ctl::steer::object::load_retrying(|| sc.load()).unwrap();
     let mut maps = Maps::open(pins.path()).unwrap();
     maps.set_tunnel_port(51820).unwrap();
-    let frame = guard::eth_frame(
+    let frame = testing::eth_frame(
         "198.18.70.2".parse().unwrap(),
         "198.18.70.1".parse().unwrap(),
         17,

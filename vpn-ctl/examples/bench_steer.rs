@@ -32,7 +32,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use vpn_common::{names, Config, SteerAction};
-use vpn_ctl::guard::{self, Hook, Maps};
+use vpn_ctl::steer::{
+    guard::{self, Hook, Maps},
+    testing,
+};
 
 const MARK: u32 = 0x1000_0000;
 const COUNTS: [u32; 3] = [1, 100, 10_000];
@@ -74,7 +77,7 @@ fn opts() -> Result<Opts> {
 
 fn load() -> Result<(Ebpf, Maps)> {
     let mut bpf = EbpfLoader::new()
-        .load(vpn_ctl::ebpf::OBJECT)
+        .load(vpn_ctl::steer::object::OBJECT)
         .context("loading vpn's eBPF object")?;
     let mut config: Array<MapData, Config> = Array::try_from(
         bpf.take_map(names::CONFIG)
@@ -112,7 +115,7 @@ fn mean_ns(bpf: &Ebpf, hook: Hook, frame: &[u8], mark: u32, o: &Opts) -> Result<
     let prog = guard::program(bpf, hook)?;
     let mut best = f64::MAX;
     for _ in 0..o.rounds {
-        let r = guard::test_run(prog, frame, mark, o.repeat)?;
+        let r = testing::test_run(prog, frame, mark, o.repeat)?;
         best = best.min(r.duration.as_nanos() as f64);
     }
     Ok(best)
@@ -147,8 +150,9 @@ fn kernel_rows(o: &Opts) -> Result<Vec<Row>> {
     for n in COUNTS {
         steer_sources(&mut maps, have, n)?;
         have = n;
-        let steered = guard::eth_frame(IpAddr::V4(source(n - 1)), IpAddr::V4(DST), 17, 40000, 443);
-        let other = guard::eth_frame(
+        let steered =
+            testing::eth_frame(IpAddr::V4(source(n - 1)), IpAddr::V4(DST), 17, 40000, 443);
+        let other = testing::eth_frame(
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             IpAddr::V4(DST),
             17,

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::{
     device::daemon,
     netlink::{Family, Netlink, Rule},
-    routing::Policy,
+    steer::policy::Policy,
     uapi,
 };
 
@@ -916,7 +916,7 @@ fn check_uapi() -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{DEFAULT_PRIORITY, DEFAULT_TABLE};
+    use crate::steer::policy::{DEFAULT_PRIORITY, DEFAULT_TABLE};
 
     fn policy() -> Policy {
         Policy {

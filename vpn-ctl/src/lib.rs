@@ -3,21 +3,15 @@
 //! The `vpn-ctl` binary is a thin clap front end over these modules.
 
 pub mod aead;
-pub mod cgroup;
 pub mod checksum;
 pub mod config;
 pub mod device;
 pub mod doctor;
-pub mod ebpf;
-pub mod forward;
-pub mod guard;
 pub mod io_error;
 pub mod keys;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
-pub mod process;
-pub mod routing;
 pub mod steer;
 pub mod tun;
 pub mod uapi;

@@ -5,8 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use serde_json::json;
 use vpn_ctl::{
     doctor::{self, Check, Settings, Status},
-    routing::Policy,
-    steer::DEFAULT_DIRECT_MARK,
+    steer::{policy::Policy, DEFAULT_DIRECT_MARK},
 };
 
 /// Runs every check and prints them; the exit code says whether any failed.

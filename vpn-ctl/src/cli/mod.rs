@@ -8,10 +8,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use vpn_ctl::{
-    cgroup, routing,
-    steer::{Options, DEFAULT_DIRECT_MARK, DEFAULT_MARK},
-};
+use vpn_ctl::steer::{cgroup, policy as routing, Options, DEFAULT_DIRECT_MARK, DEFAULT_MARK};
 
 use self::steer::SteerCmd;
 
@@ -154,7 +151,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 // Forwarding state of steering pinned elsewhere (another
                 // --pin-root) still belongs to this tunnel's namespace.
-                vpn_ctl::forward::remove(&opts.tunnel)?;
+                vpn_ctl::steer::forward::remove(&opts.tunnel)?;
             }
         }
         return result;

@@ -1,4 +1,5 @@
-//! `vpn-ctl steer ...` and `vpn-ctl watch`.
+//! `vpn-ctl steer ...`, `watch`, `exec`, `attach`, `detach` and `metrics`:
+//! argument parsing and output; the use cases are in [`vpn_ctl::steer`].
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -8,14 +9,12 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6, TUNNEL_FULL};
 use vpn_ctl::{
-    cgroup,
-    device::{control, daemon},
-    forward,
-    guard::{self, Hook},
     metrics,
-    netlink::Netlink,
-    process, steer,
-    steer::{Options, Steering},
+    steer::{
+        self,
+        guard::{self, Hook},
+        Added, Options, Removed, Steering,
+    },
 };
 
 #[derive(Subcommand)]
@@ -94,71 +93,6 @@ pub enum Selector {
     },
 }
 
-fn cgroup_selector(path: &std::path::Path) -> Result<(PathBuf, u64)> {
-    let mount = cgroup::cgroup2_mount()?;
-    let dir = cgroup::resolve(&mount, path)?;
-    let id = cgroup::cgroup_id(&dir)?;
-    Ok((dir, id))
-}
-
-/// Runs one netlink job on a throwaway current-thread runtime.
-fn with_netlink<T>(f: impl AsyncFnOnce(&Netlink) -> Result<T>) -> Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let nl = Netlink::new()?;
-        f(&nl).await
-    })
-}
-
-/// Loads steering if needed and makes sure its policy routing is in place.
-/// A first load that fails half-way is rolled back completely.
-fn ensure_loaded(opts: &Options) -> Result<Steering> {
-    let fresh = !Steering::is_loaded(opts);
-    if fresh {
-        if let Some(ns) = control::query(&daemon::ctl_path(&opts.tunnel))
-            .ok()
-            .and_then(|s| s.info.netns)
-        {
-            anyhow::bail!(
-                "tunnel {} lives in network namespace {ns} (`up --netns`): everything in \
-                 there already uses it, and its routes are not in this namespace, so \
-                 steering here would only reach vpn's blackhole; steer a tunnel that runs \
-                 here (without --netns)",
-                opts.tunnel
-            );
-        }
-        let policy = opts.policy(false);
-        with_netlink(async |nl| Ok(policy.check_conflicts(nl).await?))?;
-    }
-    let (mut s, _) = Steering::open_or_load(opts)?;
-    if fresh {
-        // A tunnel of that name already running tells the hooks its DNS and
-        // families; `steer dns` / `steer ipv6` override.
-        if let Ok(status) = control::query(&daemon::ctl_path(&opts.tunnel)) {
-            let info = steer::tunnel_info_from(&status.info.addresses, &status.info.dns);
-            s.set_tunnel_info(info)?;
-            println!("tunnel {} is up: {}", opts.tunnel, describe_info(&info));
-        }
-    }
-    let policy = opts.policy(s.tunnel_info()?.flags & TUNNEL_FULL != 0);
-    match with_netlink(async |nl| Ok(policy.install(nl).await?)) {
-        Ok(added) => {
-            for a in added {
-                log::info!("added {a}");
-            }
-            Ok(s)
-        }
-        Err(e) => {
-            if fresh {
-                let _ = Steering::unload(opts);
-            }
-            Err(e)
-        }
-    }
-}
-
 pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
     match cmd {
         SteerCmd::Add { selector, exclude } => {
@@ -182,17 +116,8 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
             }
         }),
         SteerCmd::Mode { mode } => {
-            let full = mode == Mode::Full;
-            set_info(opts, |info| {
-                info.flags &= !TUNNEL_FULL;
-                if full {
-                    info.flags |= TUNNEL_FULL;
-                }
-            })?;
-            let policy = opts.policy(full);
-            with_netlink(async |nl| {
-                policy.install(nl).await?;
-                Ok(policy.prune(nl).await?)
+            steer::set_mode(opts, mode == Mode::Full, &mut adopted(opts), |info| {
+                println!("tunnel {}: {}", opts.tunnel, describe_info(info));
             })
         }
         SteerCmd::Ipv6 { state } => set_info(opts, |info| {
@@ -202,7 +127,7 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
             }
         }),
         SteerCmd::Clear => {
-            if clear(opts)? {
+            if steer::clear(opts)? {
                 println!("tunnel {}: steering removed", opts.tunnel);
             } else {
                 println!("tunnel {}: nothing to remove", opts.tunnel);
@@ -212,223 +137,80 @@ pub fn steer(opts: &Options, cmd: SteerCmd) -> Result<()> {
     }
 }
 
-/// Adds one rule; a first add that fails leaves nothing loaded behind.
+impl From<&Selector> for steer::Selector {
+    fn from(s: &Selector) -> Self {
+        match s.clone() {
+            Selector::Cgroup { path } => Self::Cgroup(path),
+            Selector::Pid { pid } => Self::Pid(pid),
+            Selector::Uid { uid } => Self::Uid(uid),
+            Selector::Iface { name, keep_source } => Self::Iface { name, keep_source },
+            Selector::Src {
+                prefix,
+                on,
+                keep_source,
+            } => Self::Src {
+                prefix,
+                on,
+                keep_source,
+            },
+        }
+    }
+}
+
+/// Prints what a first load learnt from the running tunnel of that name.
+fn adopted(opts: &Options) -> impl FnMut(&TunnelInfo) + '_ {
+    |info| println!("tunnel {} is up: {}", opts.tunnel, describe_info(info))
+}
+
 fn add(opts: &Options, selector: &Selector, action: SteerAction) -> Result<()> {
     let verb = if action == SteerAction::Exclude {
         "excluded"
     } else {
         "steered"
     };
-    // Validate before loading anything.
-    let cgroup = match selector {
-        Selector::Cgroup { path } => Some(cgroup_selector(path)?),
-        _ => None,
-    };
-    let forwarded = forwarded_entry(selector, action)?;
-    let fresh = !Steering::is_loaded(opts);
-    let mut s = ensure_loaded(opts)?;
-    let result = (|| -> Result<()> {
-        match (selector, cgroup) {
-            (Selector::Cgroup { .. }, Some((dir, id))) => {
-                s.add_cgroup(id, action)?;
+    let t = &opts.tunnel;
+    match steer::add(opts, &selector.into(), action, &mut adopted(opts))? {
+        Added::Cgroup { dir, id } => {
+            println!("{verb}: cgroup {} (id {id}) on tunnel {t}", dir.display());
+        }
+        Added::Uid(uid) => println!("{verb}: uid {uid} on tunnel {t}"),
+        Added::Pid { pid, cgroup, old } => {
+            println!(
+                "{verb}: pid {pid} moved into {} on tunnel {t}",
+                cgroup.display()
+            );
+            if !old.is_empty() {
                 println!(
-                    "{verb}: cgroup {} (id {id}) on tunnel {}",
-                    dir.display(),
-                    opts.tunnel
+                    "  {} socket(s) opened before keep their old route (restart those connections):",
+                    old.len()
                 );
-            }
-            (Selector::Uid { uid }, _) => {
-                s.add_uid(*uid, action)?;
-                println!("{verb}: uid {uid} on tunnel {}", opts.tunnel);
-            }
-            (Selector::Pid { pid }, _) => {
-                let old = process::steer_pid(opts, &mut s, *pid, action)?;
-                println!(
-                    "{verb}: pid {pid} moved into {} on tunnel {}",
-                    process::managed_cgroup(opts, action).display(),
-                    opts.tunnel
-                );
-                if !old.is_empty() {
-                    println!(
-                        "  {} socket(s) opened before keep their old route (restart those connections):",
-                        old.len()
-                    );
-                    for so in old {
-                        println!("    {} {} -> {}", so.proto, so.local, so.remote);
-                    }
+                for so in old {
+                    println!("    {} {} -> {}", so.proto, so.local, so.remote);
                 }
             }
-            (Selector::Iface { name, .. }, _) => {
-                let ifindex = guard::ifindex(name).context("interface vanished")?;
-                guard::Maps::open(s.pin_dir())?.add_iface(ifindex, action)?;
-                add_forwarded(opts, &s, forwarded.clone().context("entry")?)?;
-                println!(
-                    "{verb}: everything forwarded in by {name} on tunnel {}",
-                    opts.tunnel
-                );
-            }
-            (Selector::Src { prefix, .. }, _) => {
-                let (addr, len) = forward::parse_prefix(prefix).context("prefix")?;
-                guard::Maps::open(s.pin_dir())?.add_prefix(addr, len, action)?;
-                let entry = forwarded.clone().context("entry")?;
-                let on = entry.ingress.clone();
-                add_forwarded(opts, &s, entry)?;
-                println!(
-                    "{verb}: source {addr}/{len} (entering by {on}) on tunnel {}",
-                    opts.tunnel
-                );
-            }
-            (Selector::Cgroup { .. }, None) => unreachable!("resolved above"),
         }
-        Ok(())
-    })();
-    if result.is_err() && fresh {
-        let _ = clear(opts);
-    }
-    result
-}
-
-fn del(opts: &Options, selector: &Selector) -> Result<()> {
-    match selector {
-        Selector::Cgroup { path } => {
-            let (dir, id) = cgroup_selector(path)?;
-            if !Steering::open(opts)?.del_cgroup(id)? {
-                bail!(
-                    "cgroup {} (id {id}) is not steered on tunnel {}",
-                    dir.display(),
-                    opts.tunnel
-                );
-            }
-            println!("removed: cgroup {} (id {id})", dir.display());
+        Added::Iface(name) => {
+            println!("{verb}: everything forwarded in by {name} on tunnel {t}");
         }
-        Selector::Uid { uid } => {
-            if !Steering::open(opts)?.del_uid(*uid)? {
-                bail!("uid {uid} is not steered on tunnel {}", opts.tunnel);
-            }
-            println!("removed: uid {uid}");
-        }
-        Selector::Pid { pid } => {
-            let back = process::unsteer_pid(opts, *pid)?;
-            println!("removed: pid {pid}, back in {}", back.display());
-        }
-        Selector::Iface { name, .. } | Selector::Src { prefix: name, .. } => {
-            let s = Steering::open(opts)?;
-            let mut maps = guard::Maps::open(s.pin_dir())?;
-            let removed = match selector {
-                Selector::Iface { name, .. } => {
-                    let ifindex = guard::ifindex(name).context(format!("no interface {name}"))?;
-                    maps.del_iface(ifindex)?
-                }
-                _ => {
-                    let (addr, len) =
-                        forward::parse_prefix(name).context(format!("{name:?} is not a prefix"))?;
-                    maps.del_prefix(addr, len)?
-                }
-            };
-            if !removed {
-                bail!("{name} is not steered on tunnel {}", opts.tunnel);
-            }
-            let mut state = forward::State::load(&opts.tunnel)?;
-            let gone: Vec<forward::Entry> = state
-                .entries
-                .iter()
-                .filter(|e| matches!(&e.source, forward::Source::Iface(i) | forward::Source::Prefix(i) if i == name))
-                .cloned()
-                .collect();
-            state.entries.retain(|e| !gone.contains(e));
-            for e in &gone {
-                if !state.entries.iter().any(|o| o.ingress == e.ingress) {
-                    guard::detach(s.pin_dir(), Hook::Ingress, &e.ingress)?;
-                }
-            }
-            forward::apply(
-                &opts.tunnel,
-                &mut state,
-                forward::resolver_of(s.tunnel_info()?.dns4),
-            )?;
-            println!("removed: {name}");
+        Added::Src { prefix, on } => {
+            println!("{verb}: source {prefix} (entering by {on}) on tunnel {t}");
         }
     }
     Ok(())
 }
 
-/// The forwarding entry of an `iface`/`src` selector, validated before
-/// anything is loaded.
-fn forwarded_entry(selector: &Selector, action: SteerAction) -> Result<Option<forward::Entry>> {
-    let include = action == SteerAction::Include;
-    Ok(match selector {
-        Selector::Iface { name, keep_source } => {
-            if guard::ifindex(name).is_none() {
-                bail!("there is no interface {name} in this network namespace (see `ip link`)");
-            }
-            Some(forward::Entry {
-                source: forward::Source::Iface(name.clone()),
-                ingress: name.clone(),
-                keep_source: *keep_source,
-                include,
-            })
-        }
-        Selector::Src {
-            prefix,
-            on,
-            keep_source,
-        } => {
-            let (addr, len) = forward::parse_prefix(prefix).with_context(|| {
-                format!("{prefix:?} is not an address prefix (like 198.18.5.0/24 or fd00:5::/64)")
-            })?;
-            let ingress = match on {
-                Some(i) => i.clone(),
-                None => route_dev(addr).with_context(|| {
-                    format!("no route to {addr} tells where {prefix} enters; name the interface with --on")
-                })?,
-            };
-            if guard::ifindex(&ingress).is_none() {
-                bail!("there is no interface {ingress} in this network namespace (see `ip link`)");
-            }
-            Some(forward::Entry {
-                source: forward::Source::Prefix(format!("{addr}/{len}")),
-                ingress,
-                keep_source: *keep_source,
-                include,
-            })
-        }
-        _ => None,
-    })
-}
-
-/// The interface the main table routes `addr` by (`ip route get`).
-fn route_dev(addr: IpAddr) -> Option<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-j", "route", "get"])
-        .arg(addr.to_string())
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.get(0)?.get("dev")?.as_str().map(str::to_owned)
-}
-
-/// Records a forwarded source, classifies where it enters, and applies
-/// forwarding, translation, clamping and DNS.
-fn add_forwarded(opts: &Options, s: &Steering, entry: forward::Entry) -> Result<()> {
-    if !guard::attached(s.pin_dir(), Hook::Ingress).contains(&entry.ingress) {
-        guard::attach_pinned(s.pin_dir(), Hook::Ingress, &entry.ingress)?;
+fn del(opts: &Options, selector: &Selector) -> Result<()> {
+    match steer::del(opts, &selector.into())? {
+        Removed::Cgroup { dir, id } => println!("removed: cgroup {} (id {id})", dir.display()),
+        Removed::Uid(uid) => println!("removed: uid {uid}"),
+        Removed::Pid { pid, back } => println!("removed: pid {pid}, back in {}", back.display()),
+        Removed::Forwarded(name) => println!("removed: {name}"),
     }
-    let mut state = forward::State::load(&opts.tunnel)?;
-    state.entries.retain(|e| e.source != entry.source);
-    state.entries.push(entry);
-    forward::apply(
-        &opts.tunnel,
-        &mut state,
-        forward::resolver_of(s.tunnel_info()?.dns4),
-    )?;
     Ok(())
 }
 
 fn set_info(opts: &Options, f: impl FnOnce(&mut TunnelInfo)) -> Result<()> {
-    let mut s = ensure_loaded(opts)?;
-    let mut info = s.tunnel_info()?;
-    f(&mut info);
-    s.set_tunnel_info(info)?;
+    let info = steer::set_info(opts, &mut adopted(opts), f)?;
     println!("tunnel {}: {}", opts.tunnel, describe_info(&info));
     Ok(())
 }
@@ -477,16 +259,8 @@ fn list(opts: &Options, json: bool) -> Result<()> {
     let rules = s.cgroups()?;
     let uids = s.uids()?;
     let info = s.tunnel_info()?;
-    let gmaps = guard::Maps::open(s.pin_dir())?;
     let uplinks = guard::attached(s.pin_dir(), Hook::Guard);
-    let sources = gmaps.sources()?;
-    let stats: Vec<(&str, u64)> = s
-        .stats()?
-        .into_iter()
-        .map(|(k, v)| (k.name(), v))
-        .chain(s.sockaddr_stats()?.into_iter().map(|(k, v)| (k.name(), v)))
-        .chain(gmaps.stats()?.into_iter().map(|(k, v)| (k.name(), v)))
-        .collect();
+    let (stats, sources) = steer::counters(&s)?;
     if json {
         let stats: serde_json::Map<String, serde_json::Value> = stats
             .iter()
@@ -540,12 +314,7 @@ fn list(opts: &Options, json: bool) -> Result<()> {
 
 /// Removes the tunnel's steering and its policy routing.
 pub fn clear(opts: &Options) -> Result<bool> {
-    process::remove_managed(opts)?;
-    forward::remove(&opts.tunnel)?;
-    // Removal covers the rules of both modes.
-    let policy = opts.policy(true);
-    with_netlink(async |nl| Ok(policy.remove(nl).await?))?;
-    Ok(Steering::unload(opts)?)
+    steer::clear(opts)
 }
 
 pub fn watch(opts: &Options) -> Result<()> {
@@ -553,7 +322,7 @@ pub fn watch(opts: &Options) -> Result<()> {
     let prog_id = s.program_id()?;
     let logger = aya_log::EbpfLogger::init_from_id(prog_id)
         .context("attaching to the programs' log ring buffer")?;
-    let mut events = guard::Events::open(s.pin_dir())?;
+    let mut events = steer::events::Events::open(s.pin_dir())?;
     s.set_log_decisions(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -577,7 +346,7 @@ pub fn watch(opts: &Options) -> Result<()> {
                     // The guard's leak events (its ring buffer has no
                     // async reader in aya; a 100 ms poll is plenty for people).
                     while let Some(ev) = events.try_next() {
-                        println!("{}", guard::Leak(&ev));
+                        println!("{}", steer::events::Leak(&ev));
                     }
                     std::io::Write::flush(&mut std::io::stdout())?;
                 }
@@ -608,10 +377,7 @@ pub fn exec(opts: &Options, argv: &[std::ffi::OsString]) -> Result<()> {
     let (program, args) = argv
         .split_first()
         .context("exec needs a command: vpn-ctl exec -- CMD ARGS...")?;
-    let mut s = ensure_loaded(opts)?;
-    let dir = process::ensure_managed(opts, &mut s, SteerAction::Include)?;
-    drop(s);
-    cgroup::move_pid(&dir, std::process::id())?;
+    steer::join(opts, &mut adopted(opts))?;
     let err = std::process::Command::new(program).args(args).exec();
     Err(anyhow::Error::new(err).context(format!("running {}", program.to_string_lossy())))
 }
@@ -621,31 +387,10 @@ pub fn exec(opts: &Options, argv: &[std::ffi::OsString]) -> Result<()> {
 /// the tunnel is down and while no daemon runs; the tunnel's own encrypted
 /// UDP passes.
 pub fn attach(opts: &Options, uplink: &str) -> Result<()> {
-    if guard::ifindex(uplink).is_none() {
-        bail!("there is no interface {uplink} in this network namespace (see `ip link`)");
-    }
-    let fresh = !Steering::is_loaded(opts);
-    drop(ensure_loaded(opts)?);
-    let dir = opts.pin_dir();
-    if guard::attached(&dir, Hook::Guard)
-        .iter()
-        .any(|i| i == uplink)
-    {
+    if !steer::attach(opts, uplink, &mut adopted(opts))? {
         println!("{uplink} is already guarded for tunnel {}", opts.tunnel);
         return Ok(());
     }
-    let result = (|| -> Result<()> {
-        let mut maps = guard::Maps::open(&dir)?;
-        if let Ok(status) = control::query(&daemon::ctl_path(&opts.tunnel)) {
-            maps.set_tunnel_port(status.listen_port)?;
-        }
-        guard::attach_pinned(&dir, Hook::Guard, uplink)?;
-        Ok(())
-    })();
-    if result.is_err() && fresh {
-        let _ = clear(opts);
-    }
-    result?;
     println!(
         "guarding {uplink}: steered plaintext leaving by it is dropped (tunnel {})",
         opts.tunnel
@@ -655,9 +400,7 @@ pub fn attach(opts: &Options, uplink: &str) -> Result<()> {
 
 /// `vpn-ctl detach UPLINK`.
 pub fn detach(opts: &Options, uplink: &str) -> Result<()> {
-    if !guard::detach(&opts.pin_dir(), Hook::Guard, uplink)? {
-        bail!("{uplink} is not guarded for tunnel {}", opts.tunnel);
-    }
+    steer::detach(opts, uplink)?;
     println!("{uplink} is no longer guarded");
     Ok(())
 }
@@ -696,12 +439,7 @@ fn scrape(opts: &Options) -> Result<String> {
     let mut counters = Vec::new();
     let mut rows = Vec::new();
     if Steering::is_loaded(opts) {
-        let s = Steering::open(opts)?;
-        counters.extend(s.stats()?.into_iter().map(|(k, v)| (k.name(), v)));
-        counters.extend(s.sockaddr_stats()?.into_iter().map(|(k, v)| (k.name(), v)));
-        let g = guard::Maps::open(s.pin_dir())?;
-        counters.extend(g.stats()?.into_iter().map(|(k, v)| (k.name(), v)));
-        rows = g.sources()?;
+        (counters, rows) = steer::counters(&Steering::open(opts)?)?;
     }
     let counters: Vec<_> = counters
         .iter()

@@ -479,7 +479,7 @@ async fn daemon(
                     break;
                 }
                 if let (Some(nl), Some(table)) = (stack.netlink.as_ref(), repair_table) {
-                    repair_policy(nl, table).await;
+                    crate::steer::policy::repair(nl, table).await;
                 }
             }
         }
@@ -487,42 +487,6 @@ async fn daemon(
     stack.teardown().await;
     log::info!("{iface} is down");
     Ok(())
-}
-
-/// Puts back vpn's fwmark rules for this tunnel's table when another tool
-/// deleted them, as long as steering is in place (its blackhole fallback is
-/// in the table). The default priority and mark are repaired; a priority
-/// taken meanwhile by someone else is left alone, with a warning.
-async fn repair_policy(nl: &Netlink, table: u32) {
-    let policy = crate::routing::Policy {
-        table,
-        priority: crate::routing::DEFAULT_PRIORITY,
-        mark: crate::steer::DEFAULT_MARK,
-        mask: crate::steer::DEFAULT_MARK,
-        direct_mark: crate::steer::DEFAULT_DIRECT_MARK,
-        full: false,
-    };
-    let Ok(routes) = nl.list_routes(crate::netlink::Family::V4, table).await else {
-        return;
-    };
-    let steered = routes
-        .iter()
-        .any(|r| r.header.kind == rtnetlink::packet_route::route::RouteType::BlackHole);
-    if !steered {
-        return;
-    }
-    if let Err(e) = policy.check_conflicts(nl).await {
-        log::warn!("not repairing vpn's rules: {e}");
-        return;
-    }
-    match policy.repair(nl).await {
-        Ok(fixed) => {
-            for f in fixed {
-                log::warn!("put back {f} (another tool had deleted it)");
-            }
-        }
-        Err(e) => log::warn!("repairing vpn's rules: {e}"),
-    }
 }
 
 /// Opens the TUN here and, with `ns`, moves it into that namespace under

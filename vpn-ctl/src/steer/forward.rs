@@ -22,7 +22,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{self, Write as _},
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -277,15 +277,6 @@ pub fn resolver_of(dns4: [u8; 4]) -> Option<Ipv4Addr> {
     (dns4 != [0; 4]).then(|| Ipv4Addr::from(dns4))
 }
 
-/// Whether a prefix string is valid (`addr/len`).
-pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
-    let (a, l) = s.split_once('/').unwrap_or((s, ""));
-    let addr: IpAddr = a.parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = if l.is_empty() { max } else { l.parse().ok()? };
-    (len <= max).then_some((addr, len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,19 +330,5 @@ mod tests {
             "ip saddr 198.18.7.0/24 meta l4proto { udp, tcp } th dport 53 dnat ip to 100.64.0.1"
         ));
         assert!(r.contains("oifname \"wg-0\" tcp flags syn tcp option maxseg size set rt mtu"));
-    }
-
-    #[test]
-    fn prefixes_parse() {
-        assert_eq!(
-            parse_prefix("198.18.5.0/24"),
-            Some(("198.18.5.0".parse().unwrap(), 24))
-        );
-        assert_eq!(
-            parse_prefix("fd00::5"),
-            Some(("fd00::5".parse().unwrap(), 128))
-        );
-        assert_eq!(parse_prefix("198.18.5.0/33"), None);
-        assert_eq!(parse_prefix("nonsense/8"), None);
     }
 }

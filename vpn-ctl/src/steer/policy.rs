@@ -10,6 +10,8 @@
 //!                blackhole default metric MAX           (fail closed)
 //! ```
 //! The main table, other tools' rules and global sysctls are never touched.
+//! While a tunnel daemon runs, it calls [`repair`] to put back what another
+//! tool deleted.
 //! The defaults keep clear of wg-quick (table and mark 51820, rules at its own
 //! priorities), Tailscale (table 52, rules 5210-5270, mark bits 0xff0000) and
 //! Mullvad (table 0x6d6f6c65 = 1836018789).
@@ -199,6 +201,42 @@ impl Policy {
             Change::Route(self.blackhole(family)).undo(nl).await?;
         }
         Ok(())
+    }
+}
+
+/// The tunnel daemon's watch (every second): puts back vpn's fwmark rules
+/// for this tunnel's table when another tool deleted them, as long as
+/// steering is in place (its blackhole fallback is in the table). The default priority and mark are repaired; a priority
+/// taken meanwhile by someone else is left alone, with a warning.
+pub async fn repair(nl: &Netlink, table: u32) {
+    let policy = Policy {
+        table,
+        priority: DEFAULT_PRIORITY,
+        mark: super::DEFAULT_MARK,
+        mask: super::DEFAULT_MARK,
+        direct_mark: super::DEFAULT_DIRECT_MARK,
+        full: false,
+    };
+    let Ok(routes) = nl.list_routes(Family::V4, table).await else {
+        return;
+    };
+    let steered = routes
+        .iter()
+        .any(|r| r.header.kind == rtnetlink::packet_route::route::RouteType::BlackHole);
+    if !steered {
+        return;
+    }
+    if let Err(e) = policy.check_conflicts(nl).await {
+        log::warn!("not repairing vpn's rules: {e}");
+        return;
+    }
+    match policy.repair(nl).await {
+        Ok(fixed) => {
+            for f in fixed {
+                log::warn!("put back {f} (another tool had deleted it)");
+            }
+        }
+        Err(e) => log::warn!("repairing vpn's rules: {e}"),
     }
 }
 

@@ -21,9 +21,11 @@ use std::{
 use vpn_common::SteerAction;
 
 use crate::{
-    cgroup::{self, CgroupError},
     io_error,
-    steer::{Options, SteerError, Steering},
+    steer::{
+        cgroup::{self, CgroupError},
+        Options, SteerError, Steering,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]

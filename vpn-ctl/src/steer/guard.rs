@@ -1,5 +1,8 @@
-//! The uplink guard and the forwarded-source classifier: userspace side of
-//! `vpn-ebpf/src/tc_guard.rs` and `tc_ingress.rs`.
+//! The uplink guard, the forwarded-source classifier and the XDP WireGuard
+//! filter: userspace side of `vpn-ebpf/src/tc_guard.rs`, `tc_ingress.rs` and
+//! `xdp_filter.rs`. Their hooks ([`Hook`]: attach, detach, attached), the
+//! guard's maps ([`Maps`]: config, the prefix and interface rules of
+//! [`super::rules`], per-source counters) and the interface lookups.
 //!
 //! These functions work on the same loaded [`Ebpf`] object as the steering
 //! (so `VPN_CONFIG`, `STEER_CGROUPS` and the socket-owner map are shared with
@@ -7,7 +10,7 @@
 //!
 //! ```text
 //! let maps = guard::Maps::take(&mut bpf, Some(dir))?;   // pin the guard maps
-//! let events = guard::Events::take(&mut bpf, Some(dir))?;
+//! let events = events::Events::take(&mut bpf, Some(dir))?;
 //! guard::load_programs(&mut bpf)?;                        // verifier
 //! guard::pin_programs(&bpf, dir)?;                        // optional
 //! guard::attach(&mut bpf, Hook::Guard, "eth0", Some(dir))?; // link_tc_guard_eth0
@@ -26,36 +29,33 @@
 //! would be new and empty. It attaches the programs pinned at first load
 //! with [`attach_pinned`], which shares the maps of that load (and so
 //! `STEER_CGROUPS`, `VPN_CONFIG` and the socket owners), or loads the object
-//! with [`load_sharing_pins`], which reuses every pinned map.
+//! with [`object::load`] given the pin directory, which reuses every pinned
+//! map.
 use std::{
     ffi::CString,
-    fmt, fs, io,
+    fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
-use crate::{
-    ebpf::{link_err, map_err, pin_err, prog_err, BpfError},
-    io_error,
-};
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
-    },
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         links::FdLink,
         tc::{SchedClassifier, TcAttachType},
-        TestRun, TestRunOptions, Xdp, XdpMode,
+        Xdp, XdpMode,
     },
     Ebpf,
 };
 use vpn_common::{
-    names, GuardConfig, GuardStat, LeakEvent, LeakReason, SourceCounters, SourceKey, SourceKind,
-    SteerAction, SteerRule,
+    names, GuardConfig, GuardStat, SourceCounters, SourceKey, SourceKind, SteerAction, SteerRule,
 };
+
+use super::{
+    object::{self, link_err, map_err, pin_err, prog_err, BpfError, LoadError},
+    rules::{PrefixRule, Prefixes, RuleMap},
+};
+use crate::{config::IpPrefix, io_error};
 
 /// Pin names of the two programs inside a tunnel's pin directory.
 pub const PIN_PROG_TC_GUARD: &str = "prog_tc_guard";
@@ -78,8 +78,8 @@ pub enum GuardError {
     Bpf(#[from] BpfError),
     #[error(transparent)]
     Io(#[from] io_error::PathError),
-    #[error("the kernel refused to load vpn's eBPF object")]
-    Load(#[source] Box<aya::EbpfError>),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("interface {0:?} does not exist (in this network namespace)")]
     NoSuchInterface(String),
     #[error("prefix length {len} is too long for {addr} (at most {max})")]
@@ -155,7 +155,7 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<(), GuardError> {
     for hook in [Hook::Guard, Hook::Ingress] {
         let prog = program_mut(bpf, hook)?;
         if prog.fd().is_err() {
-            crate::ebpf::load_retrying(|| prog.load()).map_err(prog_err(format!(
+            object::load_retrying(|| prog.load()).map_err(prog_err(format!(
                 "loading {} (the kernel needs TC BPF and BTF)",
                 hook.program()
             )))?;
@@ -163,7 +163,7 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<(), GuardError> {
     }
     let xdp = xdp_program_mut(bpf)?;
     if xdp.fd().is_err() {
-        crate::ebpf::load_retrying(|| xdp.load())
+        object::load_retrying(|| xdp.load())
             .map_err(prog_err(format!("loading {}", names::PROG_XDP_FILTER)))?;
     }
     Ok(())
@@ -221,23 +221,11 @@ pub fn attach_xdp(
 }
 
 /// Loads vpn's object again in a later process so that every map pinned
-/// under `pin_dir` (by [`Maps::take`], [`Events::take`] or the steering) is
-/// reused instead of created: its programs then share the first load's
-/// state. Program and link pins (`prog_*`, `link_*`) are skipped.
+/// under `pin_dir` (by [`Maps::take`], [`super::events::Events::take`] or the
+/// steering) is reused instead of created: its programs then share the
+/// first load's state ([`object::load`] with the pin directory).
 pub fn load_sharing_pins(pin_dir: &Path) -> Result<Ebpf, GuardError> {
-    let names: Vec<String> = fs::read_dir(pin_dir)
-        .map_err(io_error::at("reading", pin_dir))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with("prog_") && !n.starts_with("link_"))
-        .collect();
-    let mut loader = aya::EbpfLoader::new();
-    for name in &names {
-        loader.map_pin_path(name.as_str(), pin_dir.join(name));
-    }
-    loader
-        .load(crate::ebpf::OBJECT)
-        .map_err(|source| GuardError::Load(Box::new(source)))
+    Ok(object::load(Some(pin_dir))?)
 }
 
 fn attach_xdp_prog(
@@ -262,12 +250,7 @@ fn attach_xdp_prog(
 
 /// Detaches a pinned XDP filter; returns whether it was attached.
 pub fn detach_xdp(pin_dir: &Path, ifname: &str) -> Result<bool, GuardError> {
-    let path = pin_dir.join(xdp_link_pin(ifname));
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(io_error::at("removing", &path)(source).into()),
-    }
+    Ok(object::unpin(&pin_dir.join(xdp_link_pin(ifname)))?)
 }
 
 /// An attached classifier: either pinned (stays attached after drop), or
@@ -354,12 +337,7 @@ pub fn attach_uplink(bpf: &mut Ebpf, ifname: &str, pin_dir: &Path) -> Result<Pat
 /// Detaches a pinned classifier by removing its link pin. Returns whether
 /// it was attached.
 pub fn detach(pin_dir: &Path, hook: Hook, ifname: &str) -> Result<bool, GuardError> {
-    let path = pin_dir.join(hook.link_pin(ifname));
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(io_error::at("removing", &path)(source).into()),
-    }
+    Ok(object::unpin(&pin_dir.join(hook.link_pin(ifname)))?)
 }
 
 /// Interfaces with a pinned classifier of this hook in `pin_dir`.
@@ -404,14 +382,6 @@ pub fn ifname(ifindex: u32) -> Option<String> {
     Some(s.to_string_lossy().into_owned())
 }
 
-/// One steered source prefix.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PrefixRule {
-    pub addr: IpAddr,
-    pub len: u8,
-    pub action: &'static str,
-}
-
 /// One steered interface.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct IfaceRule {
@@ -430,48 +400,12 @@ pub struct SourceCount {
     pub blocked_bytes: u64,
 }
 
-fn action_name(rule: SteerRule) -> &'static str {
-    match SteerAction::from_u32(rule.action) {
-        Some(SteerAction::Include) => "include",
-        Some(SteerAction::Exclude) => "exclude",
-        None => "unknown",
-    }
-}
-
-/// A delete of a missing key: aya reports ENOENT from the syscall.
-pub(crate) fn not_found(e: &MapError) -> bool {
-    match e {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
-    }
-}
-
-/// Clears the host bits of `addr` beyond `len`.
-fn network(addr: IpAddr, len: u8) -> Result<IpAddr, GuardError> {
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if len > max {
-        return Err(GuardError::BadPrefixLen { addr, len, max });
-    }
-    Ok(match addr {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
-    })
-}
-
 /// Handles on the guard's maps (taken from a loaded object or opened from
 /// pins).
 pub struct Maps {
     config: Array<MapData, GuardConfig>,
-    src_v4: LpmTrie<MapData, [u8; 4], SteerRule>,
-    src_v6: LpmTrie<MapData, [u8; 16], SteerRule>,
-    ifaces: HashMap<MapData, u32, SteerRule>,
+    prefixes: Prefixes,
+    ifaces: RuleMap<HashMap<MapData, u32, SteerRule>>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     stats: PerCpuArray<MapData, u64>,
     /// `SOCK_OWNERS` when taken from a loaded object (see [`Maps::take`]).
@@ -491,7 +425,7 @@ impl Maps {
     pub fn take(bpf: &mut Ebpf, pin_dir: Option<&Path>) -> Result<Self, GuardError> {
         if let Some(dir) = pin_dir {
             for name in MAP_NAMES.iter().chain([&names::SOCK_OWNERS]) {
-                pin_in_place(bpf, name, dir)?;
+                object::pin_in_place(bpf, name, dir)?;
             }
             return Self::open(dir);
         }
@@ -511,12 +445,7 @@ impl Maps {
 
     /// Opens the maps pinned under `pin_dir` by [`Maps::take`].
     pub fn open(pin_dir: &Path) -> Result<Self, GuardError> {
-        let open = |name: &str| -> Result<Map, GuardError> {
-            let path = pin_dir.join(name);
-            let what = format!("opening {}", path.display());
-            let data = MapData::from_pin(&path).map_err(map_err(what.clone()))?;
-            Ok(Map::from_map_data(data).map_err(map_err(what))?)
-        };
+        let open = |name| object::open_pinned(pin_dir, name);
         Self::from_maps([
             open(names::GUARD_CONFIG)?,
             open(names::STEER_SRC_V4)?,
@@ -531,9 +460,15 @@ impl Maps {
         let [config, v4, v6, ifaces, sources, stats] = maps;
         Ok(Self {
             config: Array::try_from(config).map_err(map_err(names::GUARD_CONFIG))?,
-            src_v4: LpmTrie::try_from(v4).map_err(map_err(names::STEER_SRC_V4))?,
-            src_v6: LpmTrie::try_from(v6).map_err(map_err(names::STEER_SRC_V6))?,
-            ifaces: HashMap::try_from(ifaces).map_err(map_err(names::STEER_IFACES))?,
+            prefixes: Prefixes::new(
+                TryFrom::try_from(v4).map_err(map_err(names::STEER_SRC_V4))?,
+                TryFrom::try_from(v6).map_err(map_err(names::STEER_SRC_V6))?,
+            ),
+            ifaces: RuleMap::new(
+                HashMap::try_from(ifaces).map_err(map_err(names::STEER_IFACES))?,
+                "interface",
+                "interfaces",
+            ),
             sources: PerCpuHashMap::try_from(sources).map_err(map_err(names::SOURCE_STATS))?,
             stats: PerCpuArray::try_from(stats).map_err(map_err(names::GUARD_STATS))?,
             _owners: None,
@@ -578,90 +513,33 @@ impl Maps {
         len: u8,
         action: SteerAction,
     ) -> Result<(), GuardError> {
-        let rule = SteerRule {
-            action: action as u32,
-            tunnel: 0,
-        };
-        let what = format!("adding prefix {addr}/{len}");
-        match network(addr, len)? {
-            IpAddr::V4(a) => self
-                .src_v4
-                .insert(&Key::new(u32::from(len), a.octets()), rule, 0),
-            IpAddr::V6(a) => self
-                .src_v6
-                .insert(&Key::new(u32::from(len), a.octets()), rule, 0),
-        }
-        .map_err(map_err(what))?;
-        Ok(())
+        Ok(self.prefixes.add(prefix(addr, len)?, action)?)
     }
 
     /// Returns whether the prefix was steered.
     pub fn del_prefix(&mut self, addr: IpAddr, len: u8) -> Result<bool, GuardError> {
-        let r = match network(addr, len)? {
-            IpAddr::V4(a) => self.src_v4.remove(&Key::new(u32::from(len), a.octets())),
-            IpAddr::V6(a) => self.src_v6.remove(&Key::new(u32::from(len), a.octets())),
-        };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing prefix {addr}/{len}"))(e).into()),
-        }
+        Ok(self.prefixes.del(prefix(addr, len)?)?)
     }
 
     pub fn prefixes(&self) -> Result<Vec<PrefixRule>, GuardError> {
-        let mut out = Vec::new();
-        for item in self.src_v4.iter() {
-            let (k, rule) = item.map_err(map_err("listing IPv4 prefixes"))?;
-            out.push(PrefixRule {
-                addr: IpAddr::V4(Ipv4Addr::from(k.data())),
-                len: k.prefix_len() as u8,
-                action: action_name(rule),
-            });
-        }
-        for item in self.src_v6.iter() {
-            let (k, rule) = item.map_err(map_err("listing IPv6 prefixes"))?;
-            out.push(PrefixRule {
-                addr: IpAddr::V6(Ipv6Addr::from(k.data())),
-                len: k.prefix_len() as u8,
-                action: action_name(rule),
-            });
-        }
-        out.sort_by_key(|r| (r.addr, r.len));
-        Ok(out)
+        Ok(self.prefixes.list()?)
     }
 
     /// Steers (or excludes) everything arriving on the interface.
     pub fn add_iface(&mut self, ifindex: u32, action: SteerAction) -> Result<(), GuardError> {
-        let rule = SteerRule {
-            action: action as u32,
-            tunnel: 0,
-        };
-        self.ifaces
-            .insert(ifindex, rule, 0)
-            .map_err(map_err(format!("adding interface {ifindex}")))?;
-        Ok(())
+        Ok(self.ifaces.add(&ifindex, action, ifindex)?)
     }
 
     /// Returns whether the interface was steered.
     pub fn del_iface(&mut self, ifindex: u32) -> Result<bool, GuardError> {
-        match self.ifaces.remove(&ifindex) {
-            Ok(()) => Ok(true),
-            Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing interface {ifindex}"))(e).into()),
-        }
+        Ok(self.ifaces.del(&ifindex, ifindex)?)
     }
 
     pub fn ifaces(&self) -> Result<Vec<IfaceRule>, GuardError> {
-        let mut out = Vec::new();
-        for item in self.ifaces.iter() {
-            let (ifindex, rule) = item.map_err(map_err("listing interfaces"))?;
-            out.push(IfaceRule {
-                ifindex,
-                action: action_name(rule),
-            });
-        }
-        out.sort_by_key(|r| r.ifindex);
-        Ok(out)
+        let rules = self.ifaces.sorted()?.into_iter();
+        Ok(rules
+            .map(|(ifindex, action)| IfaceRule { ifindex, action })
+            .collect())
     }
 
     /// Per-source counters (summed over CPUs), most blocked first.
@@ -696,16 +574,12 @@ impl Maps {
 
     /// Counters summed over CPUs, in [`GuardStat::ALL`] order.
     pub fn stats(&self) -> Result<Vec<(GuardStat, u64)>, GuardError> {
-        GuardStat::ALL
-            .iter()
-            .map(|&s| {
-                let v = self
-                    .stats
-                    .get(&(s as u32), 0)
-                    .map_err(map_err("reading guard stats"))?;
-                Ok((s, v.iter().sum()))
-            })
-            .collect()
+        Ok(object::sum_counters(
+            &self.stats,
+            &GuardStat::ALL,
+            |s| s as u32,
+            "reading guard stats",
+        )?)
     }
 
     /// One counter summed over CPUs.
@@ -718,14 +592,13 @@ impl Maps {
     }
 }
 
-/// Pins the object's map `name` at `dir/name`, leaving it in the object.
-fn pin_in_place(bpf: &Ebpf, name: &'static str, dir: &Path) -> Result<(), GuardError> {
-    let path = dir.join(name);
-    bpf.map(name)
-        .ok_or(BpfError::Missing(name))?
-        .pin(&path)
-        .map_err(pin_err(path.display().to_string()))?;
-    Ok(())
+/// `addr/len` as a prefix, or why not.
+fn prefix(addr: IpAddr, len: u8) -> Result<IpPrefix, GuardError> {
+    IpPrefix::new(addr, len).map_err(|_| GuardError::BadPrefixLen {
+        addr,
+        len,
+        max: if addr.is_ipv4() { 32 } else { 128 },
+    })
 }
 
 /// "cgroup 1234", "10.9.0.5" or "fd00::5".
@@ -745,286 +618,21 @@ pub fn source_name(key: &SourceKey) -> String {
     }
 }
 
-/// The leak-event ring buffer.
-pub struct Events {
-    ring: RingBuf<MapData>,
-}
-
-impl Events {
-    /// A reader of the object's `LEAK_EVENTS`. With `pin_dir` the ring is
-    /// pinned there, left in the object and read through the pin (dropping
-    /// the reader early is harmless); without, it is taken out of the object
-    /// and must outlive [`load_programs`].
-    pub fn take(bpf: &mut Ebpf, pin_dir: Option<&Path>) -> Result<Self, GuardError> {
-        if let Some(dir) = pin_dir {
-            pin_in_place(bpf, names::LEAK_EVENTS, dir)?;
-            return Self::open(dir);
-        }
-        let map = bpf
-            .take_map(names::LEAK_EVENTS)
-            .ok_or(BpfError::Missing(names::LEAK_EVENTS))?;
-        Self::from_map(map)
-    }
-
-    /// Opens the pinned ring buffer (one reader at a time consumes it).
-    pub fn open(pin_dir: &Path) -> Result<Self, GuardError> {
-        let path = pin_dir.join(names::LEAK_EVENTS);
-        let what = format!("opening {}", path.display());
-        let data = MapData::from_pin(&path).map_err(map_err(what.clone()))?;
-        Self::from_map(Map::from_map_data(data).map_err(map_err(what))?)
-    }
-
-    fn from_map(map: Map) -> Result<Self, GuardError> {
-        Ok(Self {
-            ring: RingBuf::try_from(map).map_err(map_err(names::LEAK_EVENTS))?,
-        })
-    }
-
-    /// The next queued event, without blocking.
-    pub fn try_next(&mut self) -> Option<LeakEvent> {
-        loop {
-            let item = self.ring.next()?;
-            if item.len() < std::mem::size_of::<LeakEvent>() {
-                continue;
-            }
-            // SAFETY: LeakEvent is Pod-like (u8/u16/u32/u64 fields and byte
-            // arrays, no padding) and the record holds at least its size.
-            return Some(unsafe { item.as_ptr().cast::<LeakEvent>().read_unaligned() });
-        }
-    }
-
-    /// Waits until an event is queued or `timeout` passes; true if readable.
-    pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n > 0)
-    }
-
-    /// Every event that arrives within `timeout` (stops early at `max`).
-    pub fn collect(&mut self, timeout: Duration, max: usize) -> io::Result<Vec<LeakEvent>> {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut out = Vec::new();
-        while out.len() < max {
-            while let Some(e) = self.try_next() {
-                out.push(e);
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() || out.len() >= max || !self.wait(left)? {
-                break;
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// A leak event for humans, e.g.
-/// `blocked: pid 4242 (curl) in cgroup 871 → 198.18.9.9:443 via eth0 (tcp, steered by cgroup)`.
-/// The uplink's name is looked up in the caller's network namespace; use
-/// [`Leak::via`] when the uplink lives in another one.
-pub struct Leak<'a>(pub &'a LeakEvent);
-
-/// [`Leak`] with the uplink's name given.
-pub struct LeakVia<'a> {
-    event: &'a LeakEvent,
-    ifname: &'a str,
-}
-
-fn event_addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
-    if family == libc::AF_INET6 as u16 {
-        IpAddr::V6(Ipv6Addr::from(*bytes))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    }
-}
-
-fn with_port(addr: IpAddr, port: u16) -> String {
-    match (addr, port) {
-        (a, 0) => a.to_string(),
-        (IpAddr::V4(a), p) => format!("{a}:{p}"),
-        (IpAddr::V6(a), p) => format!("[{a}]:{p}"),
-    }
-}
-
-fn proto_name(proto: u8) -> String {
-    match proto {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        p => format!("proto {p}"),
-    }
-}
-
-/// The NUL-terminated command name of an event.
-#[must_use]
-pub fn comm(ev: &LeakEvent) -> String {
-    let end = ev
-        .comm
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(ev.comm.len());
-    String::from_utf8_lossy(&ev.comm[..end]).into_owned()
-}
-
-impl<'a> Leak<'a> {
-    /// Names the uplink `ifname` instead of looking its index up.
-    #[must_use]
-    pub fn via(self, ifname: &'a str) -> LeakVia<'a> {
-        LeakVia {
-            event: self.0,
-            ifname,
-        }
-    }
-
-    #[must_use]
-    pub fn source(&self) -> IpAddr {
-        event_addr(self.0.family, &self.0.saddr)
-    }
-
-    #[must_use]
-    pub fn destination(&self) -> IpAddr {
-        event_addr(self.0.family, &self.0.daddr)
-    }
-}
-
-impl fmt::Display for Leak<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let via = ifname(self.0.ifindex).unwrap_or_else(|| format!("ifindex {}", self.0.ifindex));
-        write_leak(f, self.0, &via)
-    }
-}
-
-impl fmt::Display for LeakVia<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_leak(f, self.event, self.ifname)
-    }
-}
-
-fn write_leak(f: &mut fmt::Formatter<'_>, ev: &LeakEvent, via: &str) -> fmt::Result {
-    let leak = Leak(ev);
-    write!(f, "blocked: ")?;
-    if ev.pid != 0 {
-        write!(f, "pid {} ({}) ", ev.pid, comm(ev))?;
-    }
-    if ev.cgroup_id != 0 {
-        write!(f, "in cgroup {} ", ev.cgroup_id)?;
-    }
-    if ev.pid == 0 && ev.cgroup_id == 0 {
-        write!(f, "{} ", leak.source())?;
-    }
-    let reason = LeakReason::from_u8(ev.reason).map_or("?", LeakReason::name);
-    write!(
-        f,
-        "→ {} via {via} ({}, steered by {reason})",
-        with_port(leak.destination(), ev.dport),
-        proto_name(ev.proto)
-    )
-}
-
-/// One `test_run` of a classifier: the verdict, the mark it left, and the
-/// kernel's mean time per run.
-#[derive(Clone, Copy, Debug)]
-pub struct TcRun {
-    pub verdict: i32,
-    pub mark: u32,
-    pub duration: Duration,
-}
-
-/// `TC_ACT_OK` and `TC_ACT_SHOT`.
-pub const TC_ACT_OK: i32 = 0;
-pub const TC_ACT_SHOT: i32 = 2;
-
-/// Size of the kernel's `struct __sk_buff` and the offset of `mark` in it.
-const SKB_CTX_LEN: usize = 192;
-const SKB_MARK: usize = 8;
-
-/// Runs a loaded classifier on one Ethernet frame with `skb->mark = mark`,
-/// `repeat` times (BPF_PROG_TEST_RUN; nothing is attached or sent).
-pub fn test_run(
-    prog: &SchedClassifier,
-    frame: &[u8],
-    mark: u32,
-    repeat: u32,
-) -> Result<TcRun, GuardError> {
-    let mut ctx_in = [0u8; SKB_CTX_LEN];
-    ctx_in[SKB_MARK..SKB_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
-    let mut ctx_out = [0u8; SKB_CTX_LEN];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.ctx_in = Some(&ctx_in);
-    opts.ctx_out = Some(&mut ctx_out);
-    opts.repeat = repeat.max(1);
-    let r = prog
-        .test_run(opts)
-        .map_err(prog_err("BPF_PROG_TEST_RUN of a TC program"))?;
-    let mark_out = u32::from_ne_bytes(
-        ctx_out[SKB_MARK..SKB_MARK + 4]
-            .try_into()
-            .expect("four bytes"),
-    );
-    Ok(TcRun {
-        verdict: r.return_value as i32,
-        mark: mark_out,
-        duration: r.duration,
-    })
-}
-
-/// An Ethernet frame carrying an IPv4 or IPv6 packet from `src` to `dst`
-/// with a TCP or UDP header (ports) or, for other protocols, 8 zero bytes.
-/// Both addresses must be of the same family. Checksums are left zero.
-#[must_use]
-pub fn eth_frame(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
-    let mut l4 = vec![0u8; if proto == 6 { 20 } else { 8 }];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    if proto == 17 {
-        l4[4..6].copy_from_slice(&8u16.to_be_bytes());
-    } else if proto == 6 {
-        l4[12] = 5 << 4;
-    }
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            f.extend_from_slice(&0x0800u16.to_be_bytes());
-            let total = (20 + l4.len()) as u16;
-            f.extend_from_slice(&[0x45, 0]);
-            f.extend_from_slice(&total.to_be_bytes());
-            f.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
-            f.extend_from_slice(&s.octets());
-            f.extend_from_slice(&d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            f.extend_from_slice(&0x86ddu16.to_be_bytes());
-            f.extend_from_slice(&[0x60, 0, 0, 0]);
-            f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            f.extend_from_slice(&[proto, 64]);
-            f.extend_from_slice(&s.octets());
-            f.extend_from_slice(&d.octets());
-        }
-        _ => panic!("eth_frame: {src} and {dst} are of different families"),
-    }
-    f.extend_from_slice(&l4);
-    f
-}
-
 /// Kernel-side unit tests: the classifiers run with BPF_PROG_TEST_RUN on
 /// crafted frames (nothing is attached, no interface is touched).
 #[cfg(test)]
 mod tests {
-    use aya::{maps::Array, EbpfLoader};
-    use vpn_common::Config;
+    use std::time::Duration;
+
+    use aya::programs::{TestRun, TestRunOptions};
+    use vpn_common::{Config, LeakReason};
 
     use super::*;
-    use crate::{cgroup, ebpf};
+    use crate::steer::{
+        cgroup,
+        events::{Events, Leak},
+        testing::{eth_frame, test_run, TcRun, TC_ACT_OK, TC_ACT_SHOT},
+    };
 
     const MARK: u32 = 0x1000_0000;
     const FOREIGN: u32 = 0x0008_0000;
@@ -1061,7 +669,7 @@ mod tests {
             eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
             return None;
         }
-        let mut bpf = EbpfLoader::new().load(ebpf::OBJECT).unwrap();
+        let mut bpf = object::load(None).unwrap();
         let mut config: Array<MapData, Config> =
             Array::try_from(bpf.take_map(names::CONFIG).unwrap()).unwrap();
         config
@@ -1405,44 +1013,5 @@ mod tests {
         assert_eq!(xdp(&lying), XDP_DROP, "UDP length past the frame");
         assert_eq!(t.maps.stat(GuardStat::XdpPassed).unwrap(), 10);
         assert_eq!(t.maps.stat(GuardStat::XdpDropped).unwrap(), 13);
-    }
-
-    #[test]
-    fn leak_lines_read_well() {
-        let mut ev = LeakEvent {
-            cgroup_id: 871,
-            pid: 4242,
-            ifindex: 1,
-            family: 2,
-            proto: 6,
-            reason: LeakReason::Cgroup as u8,
-            sport: 40000,
-            dport: 443,
-            ..LeakEvent::default()
-        };
-        ev.comm[..4].copy_from_slice(b"curl");
-        ev.daddr[..4].copy_from_slice(&[198, 18, 9, 9]);
-        assert_eq!(
-            Leak(&ev).to_string(),
-            "blocked: pid 4242 (curl) in cgroup 871 → 198.18.9.9:443 via lo (tcp, steered by cgroup)"
-        );
-        ev.pid = 0;
-        ev.cgroup_id = 0;
-        ev.saddr[..4].copy_from_slice(&[10, 9, 0, 5]);
-        ev.ifindex = 0;
-        assert_eq!(
-            Leak(&ev).to_string(),
-            "blocked: 10.9.0.5 → 198.18.9.9:443 via ifindex 0 (tcp, steered by cgroup)"
-        );
-    }
-
-    #[test]
-    fn prefixes_are_normalised() {
-        let n = |a: &str, l| network(a.parse().unwrap(), l).unwrap().to_string();
-        assert_eq!(n("10.9.8.7", 0), "0.0.0.0");
-        assert_eq!(n("10.9.8.7", 20), "10.9.0.0");
-        assert_eq!(n("10.9.8.7", 32), "10.9.8.7");
-        assert_eq!(n("fd00:1:2:3::9", 48), "fd00:1:2::");
-        assert_eq!(n("fd00::9", 128), "fd00::9");
     }
 }
