@@ -5,7 +5,6 @@
 pub mod aead;
 pub mod allowed_ips;
 pub mod cgroup;
-pub mod checksum;
 pub mod config;
 pub mod device;
 pub mod doctor;
@@ -21,6 +20,4 @@ pub mod noise;
 pub mod process;
 pub mod routing;
 pub mod steer;
-pub mod tun;
 pub mod uapi;
-pub mod udp;

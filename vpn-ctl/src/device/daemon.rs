@@ -50,9 +50,9 @@ use super::{
 };
 use crate::{
     config::{self, Config, ConfigError},
+    device::tun::{Tun, TunError, TunOptions},
     netlink::{Netlink, NetlinkError},
     netns::{self, Netns, NetnsError, ResolvConf, Target},
-    tun::{Tun, TunError, TunOptions},
     uapi::{self, SetRequest, UapiDevice, UapiError, UapiServer},
 };
 

@@ -35,12 +35,13 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::{gro::Gro, icmp, lock, Counters, Shared};
-use crate::{
-    noise::Action,
-    tun::{gso_split, Tun, VirtioNetHdr},
+use super::{
+    icmp, lock,
+    tun::{gro::Gro, gso_split, Tun, VirtioNetHdr},
     udp::{DualStack, RecvBatch, SendBatch, UdpSocket, MAX_GRO_SIZE},
+    Counters, Shared,
 };
+use crate::noise::Action;
 
 /// How long a thread blocks before it looks at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
