@@ -17,9 +17,9 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    device::daemon,
     netlink::{Family, Netlink, Rule},
     routing::Policy,
+    tunnel::daemon,
     uapi,
 };
 

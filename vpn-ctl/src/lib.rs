@@ -20,4 +20,5 @@ pub mod noise;
 pub mod process;
 pub mod routing;
 pub mod steer;
+pub mod tunnel;
 pub mod uapi;

@@ -8,14 +8,13 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use vpn_common::{SteerAction, TunnelInfo, TUNNEL_CARRIES_V6, TUNNEL_FULL};
 use vpn_ctl::{
-    cgroup,
-    device::{control, daemon},
-    forward,
+    cgroup, forward,
     guard::{self, Hook},
     metrics,
     netlink::Netlink,
     process, steer,
     steer::{Options, Steering},
+    tunnel::{control, daemon},
 };
 
 #[derive(Subcommand)]

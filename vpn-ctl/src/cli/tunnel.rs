@@ -11,8 +11,8 @@ use clap::Subcommand;
 use rand_core::OsRng;
 use serde_json::json;
 use vpn_ctl::{
-    device::{control, daemon},
     keys::{PresharedKey, PrivateKey},
+    tunnel::{control, daemon},
     uapi::{self, DeviceSnapshot},
 };
 

@@ -15,18 +15,13 @@
 //!   its offloads (the GSO/TSO split and GRO coalescing).
 //! - [`udp`]: the underlay sockets and their `recvmmsg` / `sendmmsg` batches.
 //! - [`checksum`]: the Internet checksum the above share.
-//! - [`netcfg`]: addresses, MTU, link state and peer routes through netlink,
-//!   undone on shutdown.
-//! - [`control`]: `/run/vpn/<iface>.ctl`, the JSON status behind
-//!   `vpn-ctl show --json` (settings the UAPI does not carry, and counters).
-//! - [`daemon`]: `up` / `down`: the lifecycle, pidfile, signals, readiness.
+//!
+//! The tunnel's lifecycle around this data path (bring-up, netlink
+//! configuration, the status socket) is [`crate::tunnel`].
 
 pub mod checksum;
-pub mod control;
-pub mod daemon;
 pub mod datapath;
 pub mod icmp;
-pub mod netcfg;
 pub mod timers;
 pub mod tun;
 pub mod udp;

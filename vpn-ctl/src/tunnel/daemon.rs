@@ -42,15 +42,18 @@ use std::{
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{
-    bind_sockets,
     control::{ControlServer, StaticInfo},
-    datapath::{DataPath, Signals},
     netcfg::{self, Applied},
-    timers, Device, SocketSettings, DEFAULT_MTU,
 };
 use crate::{
     config::{self, Config, ConfigError},
-    device::tun::{Tun, TunError, TunOptions},
+    device::{
+        bind_sockets,
+        datapath::{DataPath, Signals},
+        timers,
+        tun::{Tun, TunError, TunOptions},
+        Device, SocketSettings, DEFAULT_MTU,
+    },
     netlink::{Netlink, NetlinkError},
     netns::{self, Netns, NetnsError, ResolvConf, Target},
     uapi::{self, SetRequest, UapiDevice, UapiError, UapiServer},
