@@ -15,7 +15,6 @@ pub mod io_error;
 pub mod keys;
 pub mod metrics;
 pub mod netlink;
-pub mod netns;
 pub mod noise;
 pub mod process;
 pub mod routing;

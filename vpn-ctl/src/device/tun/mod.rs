@@ -305,17 +305,10 @@ impl Tun {
                 base
             };
         }
-        let cname = std::ffi::CString::new(actual.clone()).map_err(|_| TunError::InvalidName {
-            name: actual.clone(),
+        let ifindex = crate::netlink::ifindex(&actual).ok_or_else(|| TunError::Io {
+            op: "if_nametoindex",
+            source: io::Error::last_os_error(),
         })?;
-        // SAFETY: valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(TunError::Io {
-                op: "if_nametoindex",
-                source: io::Error::last_os_error(),
-            });
-        }
         Ok(Self {
             file,
             name: actual,
