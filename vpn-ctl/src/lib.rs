@@ -3,7 +3,6 @@
 //! The `vpn-ctl` binary is a thin clap front end over these modules.
 
 pub mod aead;
-pub mod checksum;
 pub mod config;
 pub mod device;
 pub mod doctor;
@@ -11,8 +10,6 @@ pub mod io_error;
 pub mod keys;
 pub mod metrics;
 pub mod netlink;
-pub mod netns;
 pub mod steer;
-pub mod tun;
+pub mod tunnel;
 pub mod uapi;
-pub mod udp;

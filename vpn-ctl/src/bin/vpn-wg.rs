@@ -11,12 +11,13 @@
 //! TUN link and goes to the background once the link and the socket exist;
 //! it exits, removing the socket, when the link is deleted. Everything else
 //! (keys, peers, addresses, routes) comes over the UAPI, as for
-//! wireguard-go. The protocol core and data path are vpn-ctl's
-//! ([`vpn_ctl::device`]); this is only a second front door.
+//! wireguard-go. The protocol core, the data path ([`vpn_ctl::device`]) and
+//! the lifecycle ([`vpn_ctl::tunnel::daemon`]) are vpn-ctl's; this is only a
+//! second front door.
 
 use std::process::ExitCode;
 
-use vpn_ctl::device::daemon::{self, DaemonOutput, Mode};
+use vpn_ctl::tunnel::daemon::{self, DaemonOutput, Mode};
 
 const USAGE: &str = "Usage: vpn-wg [-f/--foreground] INTERFACE-NAME";
 

@@ -141,7 +141,7 @@ fn run(cli: Cli) -> Result<()> {
             lockdown: false,
         } = t
         {
-            let iface = vpn_ctl::device::daemon::target_interface(target)?;
+            let iface = vpn_ctl::tunnel::daemon::target_interface(target)?;
             let mut opts = options(&cli)?;
             opts.tunnel = iface;
             if vpn_ctl::steer::Steering::is_loaded(&opts) {

@@ -11,8 +11,8 @@ use clap::Subcommand;
 use rand_core::OsRng;
 use serde_json::json;
 use vpn_ctl::{
-    device::{control, daemon},
     keys::{PresharedKey, PrivateKey},
+    tunnel::{control, daemon},
     uapi::{self, DeviceSnapshot},
 };
 
@@ -102,7 +102,9 @@ pub fn run(cmd: &TunnelCmd) -> Result<()> {
 fn up(file: &Path, foreground: bool, netns: Option<&str>) -> Result<()> {
     let mode = daemon::Mode::Config {
         path: file.to_owned(),
-        netns: netns.map(vpn_ctl::netns::Target::parse).transpose()?,
+        netns: netns
+            .map(vpn_ctl::netlink::netns::Target::parse)
+            .transpose()?,
     };
     if foreground {
         daemon::run_foreground(&mode)?;

@@ -36,10 +36,11 @@ use std::{
 use tokio::sync::Notify;
 use vpn_noise::Action;
 
-use super::{gro::Gro, icmp, lock, Counters, Shared};
-use crate::{
-    tun::{gso_split, Tun, VirtioNetHdr},
+use super::{
+    icmp, lock,
+    tun::{gro::Gro, gso_split, Tun, VirtioNetHdr},
     udp::{DualStack, RecvBatch, SendBatch, UdpSocket, MAX_GRO_SIZE},
+    Counters, Shared,
 };
 
 /// How long a thread blocks before it looks at the stop flag.

@@ -12,7 +12,7 @@
 /// 16-byte padding multiple (a longer packet would be padded past it).
 pub const MAX_INNER: usize = (65_507 - 32) & !15;
 
-use crate::checksum;
+use super::checksum;
 
 fn csum(sum: u64, data: &[u8]) -> [u8; 2] {
     checksum::finish(checksum::add(sum, data)).to_be_bytes()

@@ -11,19 +11,20 @@
 //! - [`timers`]: the engine's timer wheel on tokio (sleeps until the next
 //!   deadline, at most [`timers::MAX_SLEEP`]).
 //! - [`icmp`]: "packet too big" for packets no datagram can hold.
-//! - [`netcfg`]: addresses, MTU, link state and peer routes through netlink,
-//!   undone on shutdown.
-//! - [`control`]: `/run/vpn/<iface>.ctl`, the JSON status behind
-//!   `vpn-ctl show --json` (settings the UAPI does not carry, and counters).
-//! - [`daemon`]: `up` / `down`: the lifecycle, pidfile, signals, readiness.
+//! - [`tun`]: the TUN device with its virtio-net header and both halves of
+//!   its offloads (the GSO/TSO split and GRO coalescing).
+//! - [`udp`]: the underlay sockets and their `recvmmsg` / `sendmmsg` batches.
+//! - [`checksum`]: the Internet checksum the above share.
+//!
+//! The tunnel's lifecycle around this data path (bring-up, netlink
+//! configuration, the status socket) is [`crate::tunnel`].
 
-pub mod control;
-pub mod daemon;
+pub mod checksum;
 pub mod datapath;
-pub mod gro;
 pub mod icmp;
-pub mod netcfg;
 pub mod timers;
+pub mod tun;
+pub mod udp;
 
 use std::{
     collections::HashMap,
@@ -42,8 +43,9 @@ use crate::{
     config::IpPrefix,
     keys::{PresharedKey, PrivateKey, PublicKey},
     uapi::{DeviceSnapshot, PeerSnapshot, SetRequest, UapiDevice, UapiError},
-    udp::{self, DualStack, UdpOptions},
 };
+
+use self::udp::{DualStack, UdpOptions};
 
 /// The default MTU of the TUN link (as wg-quick's default for an Ethernet
 /// underlay: 1500 - 80).

@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use super::udp::SendBatch;
 use super::{lock, Counters, Shared};
-use crate::udp::SendBatch;
 
 /// The longest the task sleeps between looks at the engine.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);

@@ -51,9 +51,9 @@ use self::{
 };
 use crate::{
     config::IpPrefix,
-    device::{control, daemon},
     io_error,
     netlink::Netlink,
+    tunnel::{control, daemon},
 };
 use anyhow::Context as _;
 

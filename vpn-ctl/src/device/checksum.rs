@@ -1,6 +1,7 @@
-//! The Internet checksum (RFC 1071), shared by the offload split
-//! ([`crate::tun`]), the receive coalescer ([`crate::device::gro`]) and the
-//! ICMP errors of [`crate::device::icmp`].
+//! The Internet checksum (RFC 1071, `device/checksum.rs`), the one copy
+//! shared by the data path: the offload split ([`super::tun::gso`]), the
+//! receive coalescer ([`super::tun::gro`]) and the ICMP errors of
+//! [`super::icmp`].
 
 /// Adds `data` to a one's-complement sum (big-endian 16-bit words; an odd
 /// last byte is padded with zero).

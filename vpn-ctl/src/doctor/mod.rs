@@ -1,4 +1,4 @@
-//! `vpn-ctl doctor`: checks what vpn needs from the system and what could get
+//! `vpn-ctl doctor` (`doctor/`): checks what vpn needs from the system and what could get
 //! in its way, and explains each finding. The checks only look: nothing is
 //! mounted, loaded (beyond a two-instruction probe program that is closed at
 //! once), attached or changed.
@@ -17,9 +17,9 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    device::daemon,
     netlink::{Family, Netlink, Rule},
     steer::policy::Policy,
+    tunnel::daemon,
     uapi,
 };
 

@@ -20,10 +20,8 @@
 
 use std::io;
 
-use crate::{
-    checksum::{add as csum_add, fold as csum_fold},
-    tun::{Tun, VirtioNetHdr},
-};
+use super::{Tun, VirtioNetHdr};
+use crate::device::checksum::{add as csum_add, fold as csum_fold};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
@@ -297,7 +295,7 @@ fn write_plain(buf: &mut [u8], p: &[u8], sink: &mut impl Sink) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tun::gso_split;
+    use crate::device::tun::gso_split;
 
     #[derive(Default)]
     struct Collect(Vec<Vec<u8>>);

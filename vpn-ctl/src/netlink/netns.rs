@@ -1,6 +1,6 @@
-//! Network namespaces for `vpn-ctl up --netns TARGET` (WireGuard's "netns"
-//! recipe): the TUN link lives inside TARGET while the UDP sockets stay in
-//! the namespace vpn-ctl runs in.
+//! Network namespaces (`netlink/netns.rs`) for `vpn-ctl up --netns TARGET`
+//! (WireGuard's "netns" recipe): the TUN link lives inside TARGET while the
+//! UDP sockets stay in the namespace vpn-ctl runs in.
 //!
 //! - [`Target::parse`]: a name (`ip netns` style, `/run/netns/NAME`), a
 //!   path to a namespace file (`/proc/PID/ns/net`), or `pid:PID`.

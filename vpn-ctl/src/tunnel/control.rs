@@ -15,7 +15,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{io::AsyncWriteExt, net::UnixListener};
 
-use super::{lock, Shared};
+use crate::device::{lock, Shared};
 
 /// What the daemon reports about itself: its fixed settings and what
 /// changes while it runs.

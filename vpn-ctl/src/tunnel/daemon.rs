@@ -42,17 +42,23 @@ use std::{
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{
-    bind_sockets,
     control::{ControlServer, StaticInfo},
-    datapath::{DataPath, Signals},
     netcfg::{self, Applied},
-    timers, Device, SocketSettings, DEFAULT_MTU,
 };
 use crate::{
     config::{self, Config, ConfigError},
-    netlink::{Netlink, NetlinkError},
-    netns::{self, Netns, NetnsError, ResolvConf, Target},
-    tun::{Tun, TunError, TunOptions},
+    device::{
+        bind_sockets,
+        datapath::{DataPath, Signals},
+        timers,
+        tun::{Tun, TunError, TunOptions},
+        Device, SocketSettings, DEFAULT_MTU,
+    },
+    netlink::{
+        self,
+        netns::{self, Netns, NetnsError, ResolvConf, Target},
+        Netlink, NetlinkError,
+    },
     uapi::{self, SetRequest, UapiDevice, UapiError, UapiServer},
 };
 
@@ -139,14 +145,6 @@ pub fn check_root(euid: u32) -> Result<(), UpError> {
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
-}
-
-fn ifindex(name: &str) -> u32 {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return 0;
-    };
-    // SAFETY: valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 /// A live process with this id (zombies count as dead).
@@ -245,7 +243,7 @@ pub fn preflight(mode: &Mode) -> Result<(Option<Config>, String), UpError> {
     // With --netns the name only has to be free inside the target, which
     // bring-up checks once the namespace is open.
     let here = !matches!(mode, Mode::Config { netns: Some(_), .. });
-    if here && ifindex(&iface) != 0 {
+    if here && netlink::ifindex(&iface).is_some() {
         return Err(UpError::InterfaceExists(iface));
     }
     Ok((config, iface))
@@ -504,7 +502,7 @@ async fn open_tun(iface: &str, ns: Option<&Netns>) -> Result<(Tun, u32), UpError
         let index = tun.ifindex();
         return Ok((tun, index));
     };
-    if ns.run(|| ifindex(iface))? != 0 {
+    if ns.run(|| netlink::ifindex(iface))?.is_some() {
         return Err(UpError::InterfaceExistsIn {
             iface: iface.to_owned(),
             netns: ns.shown().to_owned(),
@@ -520,13 +518,12 @@ async fn open_tun(iface: &str, ns: Option<&Netns>) -> Result<(Tun, u32), UpError
     Netlink::new()?
         .move_link_to_netns_fd(tun.ifindex(), ns.fd(), Some(iface))
         .await?;
-    let index = ns.run(|| ifindex(iface))?;
-    if index == 0 {
+    let Some(index) = ns.run(|| netlink::ifindex(iface))? else {
         return Err(UpError::Daemon(format!(
             "{iface} vanished from {} right after it was moved there",
             ns.shown()
         )));
-    }
+    };
     Ok((tun, index))
 }
 
@@ -795,8 +792,7 @@ pub fn down(target: &str) -> Result<String, DownError> {
             done.join(", ")
         ));
     }
-    let index = ifindex(&iface);
-    if index == 0 {
+    let Some(index) = netlink::ifindex(&iface) else {
         // A pidfile without its process: a daemon that was killed (with
         // --netns its link went with it, out of sight from here).
         let stale = pid_path(&iface).exists();
@@ -807,7 +803,7 @@ pub fn down(target: &str) -> Result<String, DownError> {
             ));
         }
         return Err(DownError::NotUp(iface));
-    }
+    };
     // No daemon of ours: delete the link; whoever serves it exits.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

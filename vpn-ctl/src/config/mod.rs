@@ -20,157 +20,30 @@
 //! lines are ignored. Hooks (`PreUp`, `PostUp`, `PreDown`, `PostDown`) and
 //! `SaveConfig` are refused: vpn never runs commands from a config file and
 //! never writes it back.
+//!
+//! The folder (`config/`): this module holds the parser and the
+//! [`Config`] it builds; the vocabulary it shares with the rest of the
+//! crate sits beside it and is re-exported here: [`IpPrefix`]
+//! (`prefix.rs`), [`Endpoint`] (`endpoint.rs`) and the interface-name rule
+//! [`validate_interface_name`] (`name.rs`).
 
-use std::{
-    fmt::{self, Write as _},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::Path,
-    str::FromStr,
-};
+use std::{fmt::Write as _, net::IpAddr, path::Path, str::FromStr};
 
 use zeroize::Zeroizing;
 
 use crate::keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
 
-// ---------------------------------------------------------------------------
-// IP prefixes
-// ---------------------------------------------------------------------------
+mod endpoint;
+mod name;
+mod prefix;
 
-/// Why an `address/len` string is not a valid prefix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PrefixError {
-    #[error("{0:?} is not an IPv4 or IPv6 address")]
-    Address(String),
-    #[error("prefix length {len:?} is not a number from 0 to {max}")]
-    Length { len: String, max: u8 },
-    #[error("{0:?} has no prefix length (expected address/length)")]
-    MissingLength(String),
-}
-
-/// An IP address with a prefix length, e.g. `10.0.0.2/24` or `::/0`.
-///
-/// The address is kept as written (an interface `Address` needs its host
-/// bits); [`IpPrefix::masked`] gives the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpPrefix {
-    addr: IpAddr,
-    len: u8,
-}
-
-impl IpPrefix {
-    /// `len` must be at most 32 for IPv4 and 128 for IPv6.
-    pub fn new(addr: IpAddr, len: u8) -> Result<Self, PrefixError> {
-        let max = max_len(&addr);
-        if len > max {
-            return Err(PrefixError::Length {
-                len: len.to_string(),
-                max,
-            });
-        }
-        Ok(Self { addr, len })
-    }
-
-    /// A single host: /32 or /128.
-    pub fn host(addr: IpAddr) -> Self {
-        Self {
-            len: max_len(&addr),
-            addr,
-        }
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-
-    pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-
-    pub fn is_ipv6(&self) -> bool {
-        self.addr.is_ipv6()
-    }
-
-    /// The same prefix with the host bits cleared (`10.0.0.2/24` →
-    /// `10.0.0.0/24`).
-    pub fn masked(&self) -> Self {
-        let addr = match self.addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-            }
-        };
-        Self {
-            addr,
-            len: self.len,
-        }
-    }
-
-    /// Parses `address/len`, requiring the length (the UAPI form).
-    pub fn parse_with_len(s: &str) -> Result<Self, PrefixError> {
-        if !s.contains('/') {
-            return Err(PrefixError::MissingLength(s.to_owned()));
-        }
-        s.parse()
-    }
-}
-
-fn max_len(addr: &IpAddr) -> u8 {
-    if addr.is_ipv4() {
-        32
-    } else {
-        128
-    }
-}
-
-impl FromStr for IpPrefix {
-    type Err = PrefixError;
-
-    /// `address/len`, or a bare address meaning a single host (as `wg` and
-    /// wg-quick accept).
-    fn from_str(s: &str) -> Result<Self, PrefixError> {
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().map_err(|_| PrefixError::Address(a.to_owned()))?;
-        let max = max_len(&addr);
-        let len = match l {
-            None => max,
-            Some(l) => parse_decimal::<u8>(l)
-                .filter(|&n| n <= max)
-                .ok_or_else(|| PrefixError::Length {
-                    len: l.to_owned(),
-                    max,
-                })?,
-        };
-        Ok(Self { addr, len })
-    }
-}
-
-impl fmt::Display for IpPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-/// Digits only: no sign, no spaces, no empty string (Rust's `parse` accepts
-/// a leading `+`).
-pub(crate) fn parse_decimal<T: FromStr>(s: &str) -> Option<T> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
+use self::endpoint::is_host_name;
+pub(crate) use self::prefix::parse_decimal;
+pub use self::{
+    endpoint::{Endpoint, EndpointError},
+    name::{interface_name_from_path, validate_interface_name},
+    prefix::{IpPrefix, PrefixError},
+};
 
 // ---------------------------------------------------------------------------
 // The configuration
@@ -186,106 +59,6 @@ pub enum Table {
     Off,
     /// This table number.
     Id(u32),
-}
-
-/// Where a peer is reached: an address, or a host name kept unresolved
-/// until the tunnel comes up.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    Addr(SocketAddr),
-    Host { host: String, port: u16 },
-}
-
-impl Endpoint {
-    /// The address to send to. A host name is looked up now (blocking, with
-    /// the system resolver) and the first address wins, as with `wg`.
-    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
-        match self {
-            Self::Addr(a) => Ok(*a),
-            Self::Host { host, port } => {
-                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?
-                    .next()
-                    .ok_or_else(|| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            format!("{host} has no address"),
-                        )
-                    })
-            }
-        }
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            // SocketAddr already writes `[v6]:port`.
-            Self::Addr(a) => write!(f, "{a}"),
-            Self::Host { host, port } => write!(f, "{host}:{port}"),
-        }
-    }
-}
-
-/// Why an endpoint string is not valid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EndpointError {
-    #[error("expected host:port or [ipv6]:port")]
-    Syntax,
-    #[error("an IPv6 endpoint needs brackets: [address]:port")]
-    Ipv6NeedsBrackets,
-    #[error("{0:?} is not a valid IPv6 address")]
-    BadIpv6(String),
-    #[error("port {0:?} is not a number from 1 to 65535")]
-    Port(String),
-    #[error("{0:?} is not a valid host name")]
-    Host(String),
-}
-
-impl FromStr for Endpoint {
-    type Err = EndpointError;
-
-    fn from_str(s: &str) -> Result<Self, EndpointError> {
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, p) = rest.split_once(']').ok_or(EndpointError::Syntax)?;
-            let p = p.strip_prefix(':').ok_or(EndpointError::Syntax)?;
-            let ip: Ipv6Addr = h.parse().map_err(|_| EndpointError::BadIpv6(h.into()))?;
-            (Some(IpAddr::V6(ip)), (h, p))
-        } else {
-            let (h, p) = s.rsplit_once(':').ok_or(EndpointError::Syntax)?;
-            if h.contains(':') {
-                return Err(EndpointError::Ipv6NeedsBrackets);
-            }
-            (h.parse::<Ipv4Addr>().ok().map(IpAddr::V4), (h, p))
-        };
-        let (h, p) = port;
-        let port = parse_decimal::<u16>(p)
-            .filter(|&n| n != 0)
-            .ok_or_else(|| EndpointError::Port(p.into()))?;
-        match host {
-            Some(ip) => Ok(Self::Addr(SocketAddr::new(ip, port))),
-            None if is_host_name(h) => Ok(Self::Host {
-                host: h.to_owned(),
-                port,
-            }),
-            None => Err(EndpointError::Host(h.into())),
-        }
-    }
-}
-
-/// Letters, digits, `-`, `_` and dots between non-empty labels of at most
-/// 63 characters; 253 characters at most.
-fn is_host_name(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// The `[Interface]` section.
@@ -887,40 +660,6 @@ fn join(items: &[IpPrefix]) -> String {
         let _ = write!(s, "{p}");
     }
     s
-}
-
-/// Checks an interface name like wg-quick: `^[a-zA-Z0-9_=+.-]{1,15}$`.
-pub fn validate_interface_name(name: &str) -> Result<(), ConfigErrorKind> {
-    let ok = (1..=15).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_=+.-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigErrorKind::InterfaceName(name.to_owned()))
-    }
-}
-
-/// The interface name wg-quick derives from a config path: the file name
-/// without its `.conf` extension (`/etc/wireguard/wg0.conf` → `wg0`).
-pub fn interface_name_from_path(path: &Path) -> Result<String, ConfigError> {
-    let err = |kind| ConfigError {
-        file: path.display().to_string(),
-        line: None,
-        kind,
-    };
-    let file_name = path
-        .file_name()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| err(ConfigErrorKind::InterfaceName(path.display().to_string())))?;
-    let stem = file_name.strip_suffix(".conf").unwrap_or_else(|| {
-        path.file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(file_name)
-    });
-    validate_interface_name(stem).map_err(err)?;
-    Ok(stem.to_owned())
 }
 
 #[cfg(test)]

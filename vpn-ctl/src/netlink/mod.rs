@@ -1,4 +1,5 @@
-//! Links, addresses, routes and policy rules through rtnetlink.
+//! Links, addresses, routes and policy rules through rtnetlink
+//! (`netlink/`), and the network namespaces they live in ([`netns`]).
 //!
 //! Small async functions, one kernel operation each, over rtnetlink's builder
 //! chain. Every error names the operation that failed ("add route
@@ -7,8 +8,15 @@
 //! [`Netlink`] owns the rtnetlink connection; its task runs on the tokio
 //! runtime that was current when [`Netlink::new`] was called, and is stopped
 //! when the handle is dropped.
+//!
+//! [`ifindex`] and [`ifname`] are the one synchronous name/index lookup
+//! (`if_nametoindex` / `if_indextoname`) in the calling thread's namespace,
+//! for code that has no runtime at hand.
+
+pub mod netns;
 
 use std::{
+    ffi::{CStr, CString},
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, BorrowedFd},
@@ -304,7 +312,7 @@ impl Netlink {
     ///
     /// # Panics
     /// If called outside a tokio runtime.
-    pub fn new_in(ns: &crate::netns::Netns) -> Result<Self> {
+    pub fn new_in(ns: &netns::Netns) -> Result<Self> {
         let rt = tokio::runtime::Handle::current();
         let (conn, handle, _) = ns
             .run(move || {
@@ -736,6 +744,32 @@ impl Netlink {
 #[must_use]
 pub fn default_dst(family: Family) -> IpAddr {
     family.unspecified()
+}
+
+/// The index of the interface called `name` in the calling thread's
+/// network namespace, or `None` if there is none (`if_nametoindex`).
+#[must_use]
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => None,
+        index => Some(index),
+    }
+}
+
+/// The name of interface `index` in the calling thread's network
+/// namespace, or `None` if there is none (`if_indextoname`).
+#[must_use]
+pub fn ifname(index: u32) -> Option<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has the IF_NAMESIZE bytes the call may write.
+    if unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null() {
+        return None;
+    }
+    // SAFETY: on success the kernel left a NUL-terminated name in `name`.
+    let name = unsafe { CStr::from_ptr(name.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
