@@ -72,25 +72,16 @@ u.connect(("198.18.9.53", 53)); u.send(b"q"); print(u.recv(512).decode())
 #[test]
 fn a_container_by_source_prefix_reaches_a_provider_that_accepts_only_the_tunnel_address() {
     h::require_root();
-    let client = Netns::new().unwrap();
-    let server = Netns::new().unwrap();
+    let h::Pair {
+        a: client,
+        b: server,
+    } = h::Pair::new(("eth0", &["198.18.1.2/24"]), ("eth0", &["198.18.1.1/24"])).unwrap();
     let boxns = Netns::new().unwrap();
     h::veth(
         &client,
-        "eth0",
-        &["198.18.1.2/24"],
-        &server,
-        "eth0",
-        &["198.18.1.1/24"],
-    )
-    .unwrap();
-    h::veth(
-        &client,
-        "vbox",
-        &["198.18.5.1/24"],
+        ("vbox", &["198.18.5.1/24"]),
         &boxns,
-        "eth0",
-        &["198.18.5.2/24"],
+        ("eth0", &["198.18.5.2/24"]),
     )
     .unwrap();
     boxns

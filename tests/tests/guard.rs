@@ -18,7 +18,6 @@
 //! after the loading process has let go of everything but the pins.
 use std::{
     fs::{self, File},
-    os::fd::AsRawFd,
     path::Path,
     time::Duration,
 };
@@ -28,12 +27,11 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSock},
     Ebpf, EbpfLoader,
 };
-use netns_harness::{self as h, Capture, Cgroup, Netns, PinRoot};
+use netns_harness::{self as h, packet, Capture, Cgroup, Netns, Pair, PinRoot};
 use vpn_common::{names, Config, SteerAction, SteerRule};
 use vpn_ctl::steer::{
     events::{self, Events, Leak},
     guard::{self, Hook, Maps},
-    testing,
 };
 
 const MARK: u32 = 0x1000_0000;
@@ -49,22 +47,11 @@ struct World {
 
 fn world() -> World {
     h::require_root();
-    let client = Netns::new().unwrap();
-    let wan = Netns::new().unwrap();
-    h::veth(
-        &client,
-        "eth0",
-        &["198.18.71.1/24"],
-        &wan,
-        "eth0",
-        &["198.18.71.2/24"],
+    let Pair { a: client, b: wan } = Pair::new(
+        ("eth0", &["198.18.71.1/24", "fd77:1::1/64"]),
+        ("eth0", &["198.18.71.2/24", "fd77:1::2/64"]),
     )
     .unwrap();
-    client
-        .ip(&["-6", "addr", "add", "fd77:1::1/64", "dev", "eth0", "nodad"])
-        .unwrap();
-    wan.ip(&["-6", "addr", "add", "fd77:1::2/64", "dev", "eth0", "nodad"])
-        .unwrap();
     wan.ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])
         .unwrap();
     wan.ip(&["-6", "addr", "add", "fd09:9::9/128", "dev", "lo"])
@@ -138,39 +125,13 @@ fn load(root: &Cgroup, steered: Option<&Cgroup>, pins: &Path) -> (Ebpf, Maps, Ev
 
 /// Runs `f` on a short-lived thread inside `ns`.
 fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let ns = File::open(ns.path()).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: moves only this scoped thread into the namespace.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0,
-                "setns"
-            );
-            f()
-        })
-        .join()
-        .unwrap()
-    })
+    ns.enter(f).unwrap()
 }
 
 /// Attaches a classifier to `ifname` of `ns`, pinned under `pins`, from a
 /// thread inside that namespace (TCX resolves the name in the caller's).
 fn attach_in(ns: &Netns, bpf: &mut Ebpf, hook: Hook, ifname: &str, pins: &Path) {
-    let ns = File::open(ns.path()).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: moves only this short-lived thread into the namespace.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0,
-                "setns"
-            );
-            guard::attach(bpf, hook, ifname, Some(pins)).unwrap();
-        })
-        .join()
-        .unwrap();
-    });
+    in_ns(ns, || guard::attach(bpf, hook, ifname, Some(pins)).unwrap());
 }
 
 /// Sends `count` UDP datagrams to `dst`:`port` (IPv4 or IPv6) and one TCP
@@ -361,35 +322,24 @@ const RULE: [&str; 7] = [
 
 fn forward_world() -> Forward {
     h::require_root();
-    let container = Netns::new().unwrap();
-    let client = Netns::new().unwrap();
+    let Pair {
+        a: container,
+        b: client,
+    } = Pair::new(("eth0", &["198.18.78.2/24"]), ("ve0", &["198.18.78.1/24"])).unwrap();
     let wan = Netns::new().unwrap();
     let side = Netns::new().unwrap();
     h::veth(
-        &container,
-        "eth0",
-        &["198.18.78.2/24"],
         &client,
-        "ve0",
-        &["198.18.78.1/24"],
-    )
-    .unwrap();
-    h::veth(
-        &client,
-        "eth0",
-        &["198.18.71.1/24"],
+        ("eth0", &["198.18.71.1/24"]),
         &wan,
-        "eth0",
-        &["198.18.71.2/24"],
+        ("eth0", &["198.18.71.2/24"]),
     )
     .unwrap();
     h::veth(
         &client,
-        "eth1",
-        &["198.18.72.1/24"],
+        ("eth1", &["198.18.72.1/24"]),
         &side,
-        "eth0",
-        &["198.18.72.2/24"],
+        ("eth0", &["198.18.72.2/24"]),
     )
     .unwrap();
     container
@@ -605,15 +555,13 @@ fn pinned_handles_dropped_early_leave_the_object_loadable() {
     vpn_ctl::steer::object::load_retrying(|| sc.load()).unwrap();
     let mut maps = Maps::open(pins.path()).unwrap();
     maps.set_tunnel_port(51820).unwrap();
-    let frame = testing::eth_frame(
+    let frame = packet::eth_frame(
         "198.18.70.2".parse().unwrap(),
         "198.18.70.1".parse().unwrap(),
-        17,
+        packet::UDP,
         1,
         51820,
     );
-    let mut opts = aya::programs::TestRunOptions::new();
-    opts.data_in = Some(&frame);
-    let r = aya::programs::TestRun::test_run(guard::xdp_program(&bpf).unwrap(), opts).unwrap();
+    let r = h::bpf::run_packet(guard::xdp_program(&bpf).unwrap(), &frame, 1).unwrap();
     assert_eq!(r.return_value, 1, "the reopened config reaches the program");
 }

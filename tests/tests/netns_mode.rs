@@ -230,25 +230,20 @@ struct World {
 
 fn world() -> World {
     h::require_root();
-    let client = Netns::new().unwrap();
-    let server = Netns::new().unwrap();
-    let internet = Netns::new().unwrap();
-    h::veth(
-        &client,
-        "eth0",
-        &[&format!("{CLIENT_UNDERLAY}/24")],
-        &server,
-        "eth0",
-        &[&format!("{SERVER_UNDERLAY}/24")],
+    let h::Pair {
+        a: client,
+        b: server,
+    } = h::Pair::new(
+        ("eth0", &[&format!("{CLIENT_UNDERLAY}/24")]),
+        ("eth0", &[&format!("{SERVER_UNDERLAY}/24")]),
     )
     .unwrap();
+    let internet = Netns::new().unwrap();
     h::veth(
         &server,
-        "inet0",
-        &[&format!("{SERVER_INET}/24")],
+        ("inet0", &[&format!("{SERVER_INET}/24")]),
         &internet,
-        "eth0",
-        &[&format!("{INTERNET}/24")],
+        ("eth0", &[&format!("{INTERNET}/24")]),
     )
     .unwrap();
     internet

@@ -32,25 +32,16 @@ struct World {
 
 fn world() -> World {
     h::require_root();
-    let client = Netns::new().unwrap();
-    let direct = Netns::new().unwrap();
+    let h::Pair {
+        a: client,
+        b: direct,
+    } = h::Pair::new(("eth0", &["198.18.1.1/24"]), ("eth0", &["198.18.1.2/24"])).unwrap();
     let side = Netns::new().unwrap();
     h::veth(
         &client,
-        "eth0",
-        &["198.18.1.1/24"],
-        &direct,
-        "eth0",
-        &["198.18.1.2/24"],
-    )
-    .unwrap();
-    h::veth(
-        &client,
-        "eth1",
-        &["198.18.2.1/24"],
+        ("eth1", &["198.18.2.1/24"]),
         &side,
-        "eth0",
-        &["198.18.2.2/24"],
+        ("eth0", &["198.18.2.2/24"]),
     )
     .unwrap();
     for ns in [&direct, &side] {

@@ -64,15 +64,12 @@ struct World {
 
 fn world(psk: bool) -> World {
     h::require_root();
-    let vpn_ns = Netns::new().unwrap();
-    let peer_ns = Netns::new().unwrap();
-    h::veth(
-        &vpn_ns,
-        "eth0",
-        &[&format!("{VPN_UNDERLAY}/24")],
-        &peer_ns,
-        "eth0",
-        &[&format!("{PEER_UNDERLAY}/24")],
+    let h::Pair {
+        a: vpn_ns,
+        b: peer_ns,
+    } = h::Pair::new(
+        ("eth0", &[&format!("{VPN_UNDERLAY}/24")]),
+        ("eth0", &[&format!("{PEER_UNDERLAY}/24")]),
     )
     .unwrap();
     let psk = psk.then(|| {

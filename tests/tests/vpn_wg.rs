@@ -438,15 +438,9 @@ fn assert_handshake(x: &End, xa: Addrs, y: &End, ya: Addrs) {
 /// Two namespaces joined by a veth `eth0` (198.18.0.1/24 — 198.18.0.2/24).
 fn underlay() -> (Netns, Netns) {
     h::require_root();
-    let a = Netns::new().unwrap();
-    let b = Netns::new().unwrap();
-    h::veth(
-        &a,
-        "eth0",
-        &[&format!("{}/24", A.under)],
-        &b,
-        "eth0",
-        &[&format!("{}/24", B.under)],
+    let h::Pair { a, b } = h::Pair::new(
+        ("eth0", &[&format!("{}/24", A.under)]),
+        ("eth0", &[&format!("{}/24", B.under)]),
     )
     .unwrap();
     (a, b)
@@ -919,11 +913,9 @@ fn quick_world() -> QuickWorld {
         .unwrap();
     h::veth(
         &p,
-        "w0",
-        &["198.19.3.1/24"],
+        ("w0", &["198.19.3.1/24"]),
         &w,
-        "eth0",
-        &[&format!("{WORLD4}/24")],
+        ("eth0", &[&format!("{WORLD4}/24")]),
     )
     .unwrap();
     p.ip(&["-6", "addr", "add", "fd00:3::1/64", "dev", "w0", "nodad"])

@@ -10,7 +10,7 @@ fn nothing_of_this_process_is_left() {
         let a = h::Netns::new().unwrap();
         let _c = h::Cgroup::new().unwrap().child("x").unwrap();
         let _p = h::PinRoot::new().unwrap();
-        h::veth(&a, "x0", &[], &h::Netns::new().unwrap(), "x1", &[]).unwrap();
+        h::veth(&a, ("x0", &[]), &h::Netns::new().unwrap(), ("x1", &[])).unwrap();
     }
     assert_eq!(h::leftovers(), Vec::<String>::new());
 }

@@ -160,33 +160,21 @@ fn demo() -> Result<bool> {
         1,
         "building the world: client, wan, vpn server, internet host (network namespaces)",
     )?;
-    let client = Netns::new()?;
-    let wan = Netns::new()?;
+    let h::Pair { a: client, b: wan } =
+        h::Pair::new(("eth0", &["198.18.1.2/24"]), ("c0", &["198.18.1.1/24"]))?;
     let server = Netns::new()?;
     let internet = Netns::new()?;
     h::veth(
-        &client,
-        "eth0",
-        &["198.18.1.2/24"],
-        &wan,
-        "c0",
-        &["198.18.1.1/24"],
-    )?;
-    h::veth(
         &server,
-        "eth0",
-        &["198.18.2.2/24"],
+        ("eth0", &["198.18.2.2/24"]),
         &wan,
-        "s0",
-        &["198.18.2.1/24"],
+        ("s0", &["198.18.2.1/24"]),
     )?;
     h::veth(
         &internet,
-        "eth0",
-        &["198.18.3.2/24"],
+        ("eth0", &["198.18.3.2/24"]),
         &wan,
-        "i0",
-        &["198.18.3.1/24"],
+        ("i0", &["198.18.3.1/24"]),
     )?;
     client.ip(&["route", "add", "default", "via", "198.18.1.1"])?;
     server.ip(&["route", "add", "default", "via", "198.18.2.1"])?;
@@ -331,11 +319,9 @@ fn demo() -> Result<bool> {
     let boxns = Netns::new()?;
     h::veth(
         &client,
-        "vbox",
-        &["198.18.5.1/24"],
+        ("vbox", &["198.18.5.1/24"]),
         &boxns,
-        "eth0",
-        &["198.18.5.2/24"],
+        ("eth0", &["198.18.5.2/24"]),
     )?;
     boxns.ip(&["route", "add", "default", "via", "198.18.5.1"])?;
     for line in h::run(vpn_ctl().args(["steer", "add", "iface", "vbox"]))?.lines() {

@@ -2,22 +2,13 @@
 //! not even on a panic.
 use std::time::Duration;
 
-use netns_harness::{self as h, Capture, Cgroup, Netns};
+use netns_harness::{self as h, Capture, Cgroup, Netns, Pair};
 
 #[test]
 fn veth_pair_carries_traffic_and_capture_sees_it() {
     h::require_root();
-    let a = Netns::new().unwrap();
-    let b = Netns::new().unwrap();
-    h::veth(
-        &a,
-        "eth0",
-        &["198.18.0.1/30"],
-        &b,
-        "eth0",
-        &["198.18.0.2/30"],
-    )
-    .unwrap();
+    let Pair { a, b } =
+        Pair::new(("eth0", &["198.18.0.1/30"]), ("eth0", &["198.18.0.2/30"])).unwrap();
     let cap = Capture::start(&b, "eth0", "icmp").unwrap();
     a.sh("ping -c 2 -i 0.2 -W 2 198.18.0.2").unwrap();
     let pkts = cap.finish().unwrap();

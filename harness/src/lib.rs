@@ -11,6 +11,16 @@
 //! Namespaces are entered with `setns(2)` in the child before `exec`, not with
 //! `ip netns exec`, which remounts /sys and so hides the cgroup and bpffs
 //! mounts the tests need.
+//!
+//! It is the crate `vpn-harness` (library `netns_harness`), used by the
+//! end-to-end suite (`tests/`), `cargo xtask bench` and the steering
+//! benchmark example; it depends on no part of vpn. Besides this file:
+//! [`packet`] (Ethernet/IP/TCP/UDP fixtures) and, with the `bpf` feature,
+//! [`bpf`] (running a loaded program with BPF_PROG_TEST_RUN).
+#[cfg(feature = "bpf")]
+pub mod bpf;
+pub mod packet;
+
 use std::{
     fs::{self, File},
     io::{BufRead, BufReader, Write},
@@ -317,6 +327,28 @@ impl Netns {
         Daemon::spawn(cmd)
     }
 
+    /// Runs `f` on a thread that has entered this namespace (the caller's
+    /// thread stays where it is): for library calls that act on the
+    /// calling thread's namespace, such as attaching to an interface.
+    ///
+    /// # Errors
+    /// If the namespace cannot be entered (or the thread panicked).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let ns = File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: moves only this scoped thread into the namespace.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns: {}", std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread in {} panicked", self.name))?
+        })
+    }
+
     /// Reads a sysctl inside this namespace.
     pub fn sysctl(&self, key: &str) -> Result<String> {
         Ok(run(self.command("sysctl").args(["-n", key]))?
@@ -346,16 +378,40 @@ impl Drop for Netns {
     }
 }
 
+/// One end of a veth: its interface name and addresses (CIDR).
+pub type End<'a> = (&'a str, &'a [&'a str]);
+
+/// Two new namespaces joined by one veth, both ends up with their addresses:
+/// the topology most tests start from.
+///
+/// ```no_run
+/// let netns_harness::Pair { a, b } =
+///     netns_harness::Pair::new(("eth0", &["198.18.0.1/24"]), ("eth0", &["198.18.0.2/24"]))?;
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl Pair {
+    /// `a` holds the end `a.0` with addresses `a.1`, `b` the end `b.0` with
+    /// `b.1` (CIDR; see [`veth`]).
+    ///
+    /// # Errors
+    /// If a namespace, the link or an address cannot be created.
+    pub fn new(a: End, b: End) -> Result<Self> {
+        let (na, nb) = (Netns::new()?, Netns::new()?);
+        veth(&na, a, &nb, b)?;
+        Ok(Self { a: na, b: nb })
+    }
+}
+
 /// Creates a veth pair `a_if` (in `a`) — `b_if` (in `b`), both up, with the
-/// given addresses (CIDR; empty for none).
-pub fn veth(
-    a: &Netns,
-    a_if: &str,
-    a_addr: &[&str],
-    b: &Netns,
-    b_if: &str,
-    b_addr: &[&str],
-) -> Result<()> {
+/// given addresses (CIDR; empty for none; IPv6 ones without duplicate
+/// address detection, so they are usable at once).
+pub fn veth(a: &Netns, (a_if, a_addr): End, b: &Netns, (b_if, b_addr): End) -> Result<()> {
     // Created inside `a` so the host namespace never holds either end.
     a.ip(&[
         "link",
@@ -371,7 +427,11 @@ pub fn veth(
     ])?;
     for (ns, ifname, addrs) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
         for addr in addrs {
-            ns.ip(&["addr", "add", addr, "dev", ifname])?;
+            if addr.contains(':') {
+                ns.ip(&["addr", "add", addr, "dev", ifname, "nodad"])?;
+            } else {
+                ns.ip(&["addr", "add", addr, "dev", ifname])?;
+            }
         }
         ns.ip(&["link", "set", ifname, "up"])?;
     }
@@ -544,9 +604,47 @@ impl Capture {
     }
 }
 
-/// The cgroup v2 mount of this machine (never assumed).
+/// The cgroup v2 mount of this machine (never assumed): the first
+/// `cgroup2` filesystem in /proc/self/mountinfo.
 pub fn cgroup2_mount() -> Result<PathBuf> {
-    Ok(vpn_ctl::steer::cgroup::cgroup2_mount()?)
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    info.lines()
+        .find_map(|line| {
+            // `id parent dev root MOUNT opts... - FSTYPE source superopts`
+            let (left, right) = line.split_once(" - ")?;
+            if right.split(' ').next()? != "cgroup2" {
+                return None;
+            }
+            left.split(' ').nth(4).map(unescape_mount_point)
+        })
+        .context("no cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup)")
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` (octal).
+fn unescape_mount_point(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).and_then(|d| {
+            d.iter()
+                .all(|c| (b'0'..=b'7').contains(c))
+                .then(|| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+        });
+        match octal {
+            Some(v) if b[i] == b'\\' && v <= 0xff => {
+                out.push(v as u8);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// A cgroup sub-tree of the harness's own; its processes are killed and the
